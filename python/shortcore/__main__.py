@@ -1,0 +1,5 @@
+import sys
+
+from shortcore.cli import main
+
+sys.exit(main())
