@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod errors;
+mod links;
+mod sms;
 mod tokens;
 
 use pyo3::prelude::*;
@@ -17,6 +19,8 @@ pub(crate) fn without_gil<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Se
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     tokens::register(m)?;
+    links::register(m)?;
+    sms::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -21,7 +21,8 @@ impl PyTokenCodec {
 #[pymethods]
 impl PyTokenCodec {
     #[new]
-    #[pyo3(signature = (secret, length = shortcore::tokens::DEFAULT_LENGTH))]
+    // A literal, so that Python's signature shows it; checked against the core's default below.
+    #[pyo3(signature = (secret, length = 7))]
     fn new(py: Python<'_>, secret: &[u8], length: usize) -> PyResult<Self> {
         let inner = shortcore::TokenCodec::new(secret, length).map_err(|e| to_py(py, &e))?;
         Ok(Self { inner })
@@ -69,6 +70,8 @@ impl PyTokenCodec {
         format!("TokenCodec(length={})", self.inner.length())
     }
 }
+
+const _: () = assert!(shortcore::tokens::DEFAULT_LENGTH == 7);
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenCodec>()

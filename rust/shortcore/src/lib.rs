@@ -1,6 +1,8 @@
 //! shortcore's core: everything on the hot paths of an SMS link-tracking engine, in pure Rust.
 //!
 //! * [`tokens`] — short-link tokens, a keyed format-preserving permutation of sequence numbers.
+//! * [`links`] — finding links in SMS text and rewriting it with short links.
+//! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -17,7 +19,11 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod links;
+pub mod sms;
 pub mod tokens;
 
 pub use error::{Error, Result};
+pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
+pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
