@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import link_cases
 
 from shortcore import InvalidArgumentError
 from shortcore.links import MessageTemplate, find_links, rewrite
 from shortcore.sms import measure
+
+from conftest import link_cases
 
 
 @pytest.mark.parametrize("case", link_cases(), ids=lambda c: str(c["name"]))
@@ -45,12 +46,17 @@ def test_only_last_and_fit() -> None:
     message = rewrite(text, ["https://ul.example/z"], only_last=True)
     assert message.text == "One https://a.example/1 two https://ul.example/z"
     filler = "x" * 108
-    fitted = rewrite(f"{filler} A https://a.example/1 B https://b.example/2", ["https://u.example/AAAAAAAA"] * 2, scheme="fit")
+    fitted = rewrite(
+        f"{filler} A https://a.example/1 B https://b.example/2", ["https://u.example/AAAAAAAA"] * 2, scheme="fit"
+    )
     kept = rewrite(f"{filler} A https://a.example/1 B https://b.example/2", ["https://u.example/AAAAAAAA"] * 2)
     assert fitted.after.segments <= kept.after.segments
-    assert fitted.after.segments == rewrite(
-        f"{filler} A https://a.example/1 B https://b.example/2", ["https://u.example/AAAAAAAA"] * 2, scheme="drop"
-    ).after.segments
+    assert (
+        fitted.after.segments
+        == rewrite(
+            f"{filler} A https://a.example/1 B https://b.example/2", ["https://u.example/AAAAAAAA"] * 2, scheme="drop"
+        ).after.segments
+    )
 
 
 def test_bad_input() -> None:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import expand_sms_spec, sms_cases
 
 from shortcore.sms import MessageSize, measure
+
+from conftest import expand_sms_spec, sms_cases
 
 
 @pytest.mark.parametrize(("spec", "encoding", "characters", "units", "segments"), sms_cases())

@@ -10,12 +10,14 @@ __all__ = [
     "ShortcoreError",
     "TokenCodec",
     "__version__",
+    "build_profile",
     "find_links",
     "measure",
     "rewrite",
 ]
 
 __version__: str
+build_profile: str  # "release" or "debug"
 
 class ShortcoreError(Exception):
     """Base class of every error raised by shortcore."""

@@ -1,6 +1,8 @@
 //! The Python binding of the shortcore core: type conversion, error mapping, GIL release and
 //! module registration. Logic belongs in the `shortcore` crate, not here.
 #![forbid(unsafe_code)]
+// PyO3 extracts arguments as owned values; borrowing them is not an option here.
+#![allow(clippy::needless_pass_by_value)]
 
 mod errors;
 mod links;
@@ -22,5 +24,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     links::register(m)?;
     sms::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Benchmarks refuse to measure a debug build.
+    m.add(
+        "build_profile",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    )?;
     Ok(())
 }

@@ -16,7 +16,11 @@ fn find_links(text: &str) -> Vec<(usize, usize, String)> {
 
 fn with_char_offsets(text: &str, links: &[shortcore::Link]) -> Vec<(usize, usize, String)> {
     let offsets = char_offsets(text, links.iter().flat_map(|l| [l.start, l.end]));
-    links.iter().zip(offsets.chunks(2)).map(|(link, se)| (se[0], se[1], link.as_written(text).to_owned())).collect()
+    links
+        .iter()
+        .zip(offsets.chunks(2))
+        .map(|(link, se)| (se[0], se[1], link.as_written(text).to_owned()))
+        .collect()
 }
 
 fn parse_scheme(py: Python<'_>, scheme: &str) -> PyResult<SchemeMode> {
@@ -24,7 +28,10 @@ fn parse_scheme(py: Python<'_>, scheme: &str) -> PyResult<SchemeMode> {
         "keep" => Ok(SchemeMode::Keep),
         "drop" => Ok(SchemeMode::Drop),
         "fit" => Ok(SchemeMode::Fit),
-        other => Err(invalid_argument(py, format!("scheme must be 'keep', 'drop' or 'fit', got {other:?}"))),
+        other => Err(invalid_argument(
+            py,
+            format!("scheme must be 'keep', 'drop' or 'fit', got {other:?}"),
+        )),
     }
 }
 
@@ -43,7 +50,12 @@ pub struct PyRenderedMessage {
 
 impl From<shortcore::RenderedMessage> for PyRenderedMessage {
     fn from(m: shortcore::RenderedMessage) -> Self {
-        Self { text: m.text, links: m.links, before: m.before.into(), after: m.after.into() }
+        Self {
+            text: m.text,
+            links: m.links,
+            before: m.before.into(),
+            after: m.after.into(),
+        }
     }
 }
 
@@ -66,7 +78,10 @@ impl PyMessageTemplate {
     #[new]
     #[pyo3(signature = (text, *, scheme = "keep", only_last = false))]
     fn new(py: Python<'_>, text: String, scheme: &str, only_last: bool) -> PyResult<Self> {
-        let options = RewriteOptions { scheme: parse_scheme(py, scheme)?, only_last };
+        let options = RewriteOptions {
+            scheme: parse_scheme(py, scheme)?,
+            only_last,
+        };
         let inner = shortcore::MessageTemplate::new(&text, options);
         Ok(Self { text, inner })
     }
@@ -97,14 +112,20 @@ impl PyMessageTemplate {
 
     /// The message for one recipient, from one short URL per destination.
     fn render(&self, py: Python<'_>, short_urls: Vec<String>) -> PyResult<PyRenderedMessage> {
-        self.inner.render(&short_urls).map(Into::into).map_err(|e| to_py(py, &e))
+        self.inner
+            .render(&short_urls)
+            .map(Into::into)
+            .map_err(|e| to_py(py, &e))
     }
 
     /// The messages of many recipients at once, without the GIL.
     fn render_many(&self, py: Python<'_>, short_urls: Vec<Vec<String>>) -> PyResult<Vec<PyRenderedMessage>> {
         let inner = &self.inner;
         let rendered = without_gil(py, || {
-            short_urls.iter().map(|urls| inner.render(urls).map(PyRenderedMessage::from)).collect::<Result<Vec<_>, _>>()
+            short_urls
+                .iter()
+                .map(|urls| inner.render(urls).map(PyRenderedMessage::from))
+                .collect::<Result<Vec<_>, _>>()
         });
         rendered.map_err(|e| to_py(py, &e))
     }
@@ -117,7 +138,13 @@ impl PyMessageTemplate {
 /// Rewrites `text` with `short_urls`, one per link to shorten.
 #[pyfunction]
 #[pyo3(signature = (text, short_urls, *, scheme = "keep", only_last = false))]
-fn rewrite(py: Python<'_>, text: String, short_urls: Vec<String>, scheme: &str, only_last: bool) -> PyResult<PyRenderedMessage> {
+fn rewrite(
+    py: Python<'_>,
+    text: String,
+    short_urls: Vec<String>,
+    scheme: &str,
+    only_last: bool,
+) -> PyResult<PyRenderedMessage> {
     PyMessageTemplate::new(py, text, scheme, only_last)?.render(py, short_urls)
 }
 

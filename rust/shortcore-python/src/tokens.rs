@@ -14,8 +14,15 @@ pub struct PyTokenCodec {
 
 impl PyTokenCodec {
     fn seq(&self, py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
-        u64::try_from(value).map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
+        u64::try_from(value)
+            .map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
     }
+}
+
+/// A Python int as a sequence number, or `InvalidArgumentError` naming `what`.
+fn sequence_number(py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
 }
 
 #[pymethods]
@@ -41,7 +48,7 @@ impl PyTokenCodec {
     }
 
     fn encode<'py>(&self, py: Python<'py>, seq: i128) -> PyResult<Bound<'py, PyString>> {
-        let seq = self.seq(py, seq, "seq")?;
+        let seq = sequence_number(py, seq, "seq")?;
         let token = self.inner.encode(seq).map_err(|e| to_py(py, &e))?;
         Ok(PyString::new(py, token.as_str()))
     }
@@ -51,12 +58,15 @@ impl PyTokenCodec {
         if let Ok(text) = token.cast::<PyString>() {
             return text.to_str().ok().and_then(|s| self.inner.decode(s));
         }
-        token.cast::<PyBytes>().ok().and_then(|b| self.inner.decode_bytes(b.as_bytes()))
+        token
+            .cast::<PyBytes>()
+            .ok()
+            .and_then(|b| self.inner.decode_bytes(b.as_bytes()))
     }
 
     fn encode_range<'py>(&self, py: Python<'py>, start: i128, count: i128) -> PyResult<Bound<'py, PyList>> {
-        let start = self.seq(py, start, "start")?;
-        let count = self.seq(py, count, "count")?;
+        let start = sequence_number(py, start, "start")?;
+        let count = sequence_number(py, count, "count")?;
         let inner = &self.inner;
         let tokens = without_gil(py, || {
             let mut tokens = Vec::new();

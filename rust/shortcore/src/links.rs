@@ -64,7 +64,11 @@ pub fn find_links(text: &str) -> Vec<Link> {
             } else {
                 return None;
             };
-            has_host(&destination).then(|| Link { start: found.start(), end: found.start() + written.len(), destination })
+            has_host(&destination).then(|| Link {
+                start: found.start(),
+                end: found.start() + written.len(),
+                destination,
+            })
         })
         .collect()
 }
@@ -114,13 +118,14 @@ fn cut_at_link_end(link: &str) -> &str {
 /// again after a cut, because `linkify` trimmed only the end it saw.
 fn trim_trailing(mut link: &str) -> &str {
     loop {
-        let Some(last) = link.chars().next_back() else { return link };
+        let Some(last) = link.chars().next_back() else {
+            return link;
+        };
         let drop = match last {
-            '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '"' | '*' => true,
+            '.' | ',' | ':' | ';' | '!' | '?' | '\'' | '"' | '*' | '>' => true,
             ')' => link.matches('(').count() < link.matches(')').count(),
             ']' => link.matches('[').count() < link.matches(']').count(),
             '}' => link.matches('{').count() < link.matches('}').count(),
-            '>' => true,
             _ => false,
         };
         if !drop {
@@ -215,7 +220,14 @@ impl MessageTemplate {
         }
         pieces.push(text[at..].to_owned());
         let piece_chars = pieces.iter().map(|p| p.chars().count()).collect();
-        Self { pieces, piece_chars, links, shortened, options, original: measure(text) }
+        Self {
+            pieces,
+            piece_chars,
+            links,
+            shortened,
+            options,
+            original: measure(text),
+        }
     }
 
     /// Every link found in the text, shortened or not.
@@ -225,7 +237,10 @@ impl MessageTemplate {
 
     /// The destinations that get a short link, in order: one token per recipient for each.
     pub fn destinations(&self) -> Vec<&str> {
-        self.shortened.iter().map(|&i| self.links[i].destination.as_str()).collect()
+        self.shortened
+            .iter()
+            .map(|&i| self.links[i].destination.as_str())
+            .collect()
     }
 
     /// How many links get a short link.
@@ -259,7 +274,7 @@ impl MessageTemplate {
                 (0..=short_urls.len())
                     .map(|dropped| self.render_with(short_urls, dropped))
                     .find(|message| message.after.segments <= fewest)
-                    .expect("dropping every scheme reaches the fewest segments")
+                    .unwrap_or_else(|| self.render_with(short_urls, short_urls.len()))
             }
         };
         Ok(rendered)
@@ -271,9 +286,16 @@ impl MessageTemplate {
         let written: Vec<&str> = short_urls
             .iter()
             .enumerate()
-            .map(|(i, url)| if i < keep_until { url.as_ref() } else { without_scheme(url.as_ref()) })
+            .map(|(i, url)| {
+                if i < keep_until {
+                    url.as_ref()
+                } else {
+                    without_scheme(url.as_ref())
+                }
+            })
             .collect();
-        let capacity = self.pieces.iter().map(String::len).sum::<usize>() + written.iter().map(|w| w.len()).sum::<usize>();
+        let capacity =
+            self.pieces.iter().map(String::len).sum::<usize>() + written.iter().map(|w| w.len()).sum::<usize>();
         let mut text = String::with_capacity(capacity);
         let mut links = Vec::with_capacity(written.len());
         let mut chars = 0;
@@ -287,7 +309,12 @@ impl MessageTemplate {
         }
         text.push_str(&self.pieces[written.len()]);
         let after = measure(&text);
-        RenderedMessage { text, links, before: self.original, after }
+        RenderedMessage {
+            text,
+            links,
+            before: self.original,
+            after,
+        }
     }
 }
 

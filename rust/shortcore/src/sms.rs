@@ -65,8 +65,8 @@ pub fn gsm7_septets(c: char) -> usize {
     }
     match c {
         '£' | '¥' | 'è' | 'é' | 'ù' | 'ì' | 'ò' | 'Ç' | 'Ø' | 'ø' | 'Å' | 'å' | 'Δ' | 'Φ' | 'Γ' | 'Λ' | 'Ω' | 'Π'
-        | 'Ψ' | 'Σ' | 'Θ' | 'Ξ' | 'Æ' | 'æ' | 'ß' | 'É' | '¤' | '¡' | 'Ä' | 'Ö' | 'Ñ' | 'Ü' | '§' | '¿' | 'ä'
-        | 'ö' | 'ñ' | 'ü' | 'à' => 1,
+        | 'Ψ' | 'Σ' | 'Θ' | 'Ξ' | 'Æ' | 'æ' | 'ß' | 'É' | '¤' | '¡' | 'Ä' | 'Ö' | 'Ñ' | 'Ü' | '§' | '¿' | 'ä' | 'ö'
+        | 'ñ' | 'ü' | 'à' => 1,
         '€' => 2,
         _ => 0,
     }
@@ -108,7 +108,11 @@ struct Packer {
 
 impl Packer {
     const fn new() -> Self {
-        Self { units: 0, parts: 1, in_part: 0 }
+        Self {
+            units: 0,
+            parts: 1,
+            in_part: 0,
+        }
     }
 
     fn push(&mut self, cost: usize, part_units: usize) {
@@ -158,8 +162,17 @@ pub fn measure(text: &str) -> MessageSize {
         }
         ucs.push(c.len_utf16(), Encoding::Ucs2.multipart_segment_units());
     }
-    let (encoding, packer) = if is_gsm { (Encoding::Gsm7, gsm) } else { (Encoding::Ucs2, ucs) };
-    MessageSize { encoding, characters, units: packer.units, segments: packer.segments(encoding) }
+    let (encoding, packer) = if is_gsm {
+        (Encoding::Gsm7, gsm)
+    } else {
+        (Encoding::Ucs2, ucs)
+    };
+    MessageSize {
+        encoding,
+        characters,
+        units: packer.units,
+        segments: packer.segments(encoding),
+    }
 }
 
 #[cfg(test)]

@@ -110,14 +110,17 @@ pub struct TokenCodec {
     max_seq: u64,
     half_bits: u32,
     half_mask: u64,
-    /// SipHash's initial state for the key, computed once.
+    /// `SipHash`'s initial state for the key, computed once.
     sip: [u64; 4],
 }
 
 impl std::fmt::Debug for TokenCodec {
     // The keys stay out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCodec").field("length", &self.length).field("max_seq", &self.max_seq).finish_non_exhaustive()
+        f.debug_struct("TokenCodec")
+            .field("length", &self.length)
+            .field("max_seq", &self.max_seq)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,18 +152,34 @@ impl TokenCodec {
         // lengths 6..=10 that costs at most ~1.3 walks per call on average.
         let bits = 64 - max_seq.leading_zeros();
         let half_bits = bits.div_ceil(2);
-        let half_mask = if half_bits == 32 { u64::from(u32::MAX) } else { (1u64 << half_bits) - 1 };
+        let half_mask = if half_bits == 32 {
+            u64::from(u32::MAX)
+        } else {
+            (1u64 << half_bits) - 1
+        };
 
         // A separate key per length: the same sequence number under two lengths gives
         // unrelated tokens.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts keys of any size");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .map_err(|_| Error::invalid_argument("the token secret cannot be used as an HMAC key"))?;
         mac.update(b"shortcore/token/v1/");
         mac.update(&[length as u8]);
         let digest = mac.finalize().into_bytes();
-        let k0 = u64::from_le_bytes(digest[0..8].try_into().expect("8 bytes"));
-        let k1 = u64::from_le_bytes(digest[8..16].try_into().expect("8 bytes"));
+        let word = |i: usize| {
+            digest[i * 8..i * 8 + 8]
+                .iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+        };
+        let (k0, k1) = (word(0), word(1));
 
-        Ok(Self { length: length as u8, max_seq, half_bits, half_mask, sip: sip_init(k0, k1) })
+        Ok(Self {
+            length: length as u8,
+            max_seq,
+            half_bits,
+            half_mask,
+            sip: sip_init(k0, k1),
+        })
     }
 
     /// The number of characters in every token of this codec.
@@ -196,12 +215,15 @@ impl TokenCodec {
         if count == 0 {
             return Ok(());
         }
-        let last = start.checked_add(count - 1).filter(|&last| last <= self.max_seq).ok_or_else(|| {
-            Error::invalid_argument(format!(
-                "sequence range {start}+{count} does not fit in a {}-character token (max {})",
-                self.length, self.max_seq
-            ))
-        })?;
+        let last = start
+            .checked_add(count - 1)
+            .filter(|&last| last <= self.max_seq)
+            .ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "sequence range {start}+{count} does not fit in a {}-character token (max {})",
+                    self.length, self.max_seq
+                ))
+            })?;
         out.reserve(usize::try_from(count).unwrap_or(usize::MAX));
         out.extend((start..=last).map(|seq| self.write(self.permute(seq))));
         Ok(())
@@ -239,7 +261,10 @@ impl TokenCodec {
             *slot = ALPHABET[(value % 62) as usize];
             value /= 62;
         }
-        Token { bytes, len: self.length }
+        Token {
+            bytes,
+            len: self.length,
+        }
     }
 
     fn round(&self, round: u64, half: u64) -> u64 {
@@ -282,12 +307,17 @@ impl TokenCodec {
     }
 }
 
-/// SipHash's state after keying: the key XOR the "somepseudorandomlygeneratedbytes" constants.
+/// `SipHash`'s state after keying: the key XOR the "somepseudorandomlygeneratedbytes" constants.
 fn sip_init(k0: u64, k1: u64) -> [u64; 4] {
-    [k0 ^ 0x736f_6d65_7073_6575, k1 ^ 0x646f_7261_6e64_6f6d, k0 ^ 0x6c79_6765_6e65_7261, k1 ^ 0x7465_6462_7974_6573]
+    [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ]
 }
 
-#[inline(always)]
+#[inline]
 fn sip_round(v: &mut [u64; 4]) {
     v[0] = v[0].wrapping_add(v[1]);
     v[1] = v[1].rotate_left(13) ^ v[0];
@@ -331,7 +361,10 @@ mod tests {
         for length in MIN_LENGTH..=MAX_LENGTH {
             let codec = TokenCodec::new(b"k", length).unwrap();
             let domain_bits = 2 * codec.half_bits;
-            assert!(domain_bits == 64 || codec.max_seq < (1u64 << domain_bits), "length {length}");
+            assert!(
+                domain_bits == 64 || codec.max_seq < (1u64 << domain_bits),
+                "length {length}"
+            );
             // At most one bit of slack (two for odd bit counts), so walks stay short.
             assert!(domain_bits <= 64 - codec.max_seq.leading_zeros() + 1, "length {length}");
         }
@@ -341,7 +374,12 @@ mod tests {
     fn siphash_matches_the_siphasher_crate() {
         use siphasher::sip::SipHasher13;
         use std::hash::Hasher;
-        for (k0, k1, message) in [(0, 0, 0), (1, 2, 3), (u64::MAX, 7, 1 << 63), (0x0123_4567, 0x89ab_cdef, (42u64 << 56) | 9)] {
+        for (k0, k1, message) in [
+            (0, 0, 0),
+            (1, 2, 3),
+            (u64::MAX, 7, 1 << 63),
+            (0x0123_4567, 0x89ab_cdef, (42u64 << 56) | 9),
+        ] {
             let mut reference = SipHasher13::new_with_keys(k0, k1);
             reference.write(&message.to_le_bytes());
             assert_eq!(siphash13_u64(sip_init(k0, k1), message), reference.finish());

@@ -31,7 +31,12 @@ fn golden_table() {
         let text = expand(&cols[0].replace("U+", "U"));
         let size = measure(&text);
         let got = (size.encoding.as_str(), size.characters, size.units, size.segments);
-        let want = (cols[1], cols[2].parse().unwrap(), cols[3].parse().unwrap(), cols[4].parse().unwrap());
+        let want = (
+            cols[1],
+            cols[2].parse().unwrap(),
+            cols[3].parse().unwrap(),
+            cols[4].parse().unwrap(),
+        );
         assert_eq!(got, want, "case {:?}", cols[0]);
         checked += 1;
     }
@@ -45,7 +50,10 @@ fn segments_never_split_a_pair() {
     for prefix in 140..170 {
         for (wide, part) in [('€', 153), ('😀', 67)] {
             let narrow = if wide == '€' { 'a' } else { 'я' };
-            let text: String = std::iter::repeat_n(narrow, prefix).chain(std::iter::once(wide)).chain(std::iter::repeat_n(narrow, 200)).collect();
+            let text: String = std::iter::repeat_n(narrow, prefix)
+                .chain(std::iter::once(wide))
+                .chain(std::iter::repeat_n(narrow, 200))
+                .collect();
             let size = measure(&text);
             let mut parts = 1;
             let mut used = 0;

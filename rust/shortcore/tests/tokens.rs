@@ -1,4 +1,4 @@
-//! TokenCodec: round trips, uniqueness, every length, boundaries, foreign keys.
+//! `TokenCodec`: round trips, uniqueness, every length, boundaries, foreign keys.
 
 use proptest::prelude::*;
 use shortcore::tokens::{MAX_LENGTH, MIN_LENGTH};
@@ -55,7 +55,10 @@ fn consecutive_sequences_are_unique_and_unrelated() {
         // (lengths 11 and 12 always start with '0' or '1', as u64 ends below 62^11).
         let last = |t: &shortcore::Token| t.as_str().as_bytes()[length - 1];
         let same_last = tokens.windows(2).filter(|w| last(&w[0]) == last(&w[1])).count();
-        assert!(same_last < tokens.len() / 20, "length {length}: {same_last} neighbours share a last char");
+        assert!(
+            same_last < tokens.len() / 20,
+            "length {length}: {same_last} neighbours share a last char"
+        );
     }
 }
 
@@ -87,7 +90,9 @@ fn boundaries() {
 fn rejects_what_is_not_a_token() {
     let codec = codec(7);
     let good = codec.encode(99).unwrap().to_string();
-    for bad in ["", "abc", "abcdefgh", "abc-def", "abc def", "abcdéf", "ABCDEF\0", "zzzzzz/", "%41bcdef"] {
+    for bad in [
+        "", "abc", "abcdefgh", "abc-def", "abc def", "abcdéf", "ABCDEF\0", "zzzzzz/", "%41bcdef",
+    ] {
         assert_eq!(codec.decode(bad), None, "{bad:?}");
     }
     assert_eq!(codec.decode(&good[..6]), None);
@@ -104,7 +109,10 @@ fn rejects_what_is_not_a_token() {
 fn invalid_construction() {
     assert!(TokenCodec::new(b"", 7).unwrap_err().is_invalid_argument());
     for length in [0, 5, 13, 100] {
-        assert!(TokenCodec::new(b"k", length).unwrap_err().is_invalid_argument(), "length {length}");
+        assert!(
+            TokenCodec::new(b"k", length).unwrap_err().is_invalid_argument(),
+            "length {length}"
+        );
     }
 }
 
@@ -112,7 +120,9 @@ fn invalid_construction() {
 fn keys_and_lengths_give_unrelated_tokens() {
     let a = TokenCodec::new(b"key a", 7).unwrap();
     let b = TokenCodec::new(b"key b", 7).unwrap();
-    let same = (0..10_000).filter(|&s| a.encode(s).unwrap() == b.encode(s).unwrap()).count();
+    let same = (0..10_000)
+        .filter(|&s| a.encode(s).unwrap() == b.encode(s).unwrap())
+        .count();
     assert_eq!(same, 0);
 }
 
@@ -126,6 +136,10 @@ fn foreign_tokens_miss_the_numbers_in_use() {
     let in_use = 0..100_000u64;
     let mut foreign = Vec::new();
     theirs.encode_range_into(0, 100_000, &mut foreign).unwrap();
-    let hits = foreign.iter().filter_map(|t| ours.decode(t.as_str())).filter(|s| in_use.contains(s)).count();
+    let hits = foreign
+        .iter()
+        .filter_map(|t| ours.decode(t.as_str()))
+        .filter(|s| in_use.contains(s))
+        .count();
     assert_eq!(hits, 0);
 }
