@@ -12,13 +12,6 @@ pub struct PyTokenCodec {
     inner: shortcore::TokenCodec,
 }
 
-impl PyTokenCodec {
-    fn seq(&self, py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
-        u64::try_from(value)
-            .map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
-    }
-}
-
 /// A Python int as a sequence number, or `InvalidArgumentError` naming `what`.
 fn sequence_number(py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
     u64::try_from(value)
