@@ -6,6 +6,7 @@ __all__ = [
     "InvalidArgumentError",
     "MessageSize",
     "MessageTemplate",
+    "PhoneNormalizer",
     "RenderedMessage",
     "ShortcoreError",
     "TokenCodec",
@@ -111,3 +112,17 @@ class MessageTemplate:
 
 def rewrite(text: str, short_urls: list[str], *, scheme: str = "keep", only_last: bool = False) -> RenderedMessage:
     """Rewrites ``text`` with one short URL per link to shorten."""
+
+@final
+class PhoneNormalizer:
+    """Validates phone numbers (libphonenumber's rules) and writes them in E.164."""
+
+    def __new__(cls, default_region: str | None = None) -> PhoneNormalizer:
+        """National numbers are read in ``default_region`` (e.g. ``"DE"``); InvalidArgumentError if unknown."""
+    @property
+    def default_region(self) -> str | None:
+        """The region national numbers are read in, or None."""
+    def normalize(self, raw: str) -> str:
+        """The number in E.164; InvalidArgumentError with the reason when it is not valid."""
+    def normalize_many(self, raws: list[str]) -> list[tuple[str | None, str | None]]:
+        """``(e164, None)`` or ``(None, reason)`` per number, in order, on every core without the GIL."""

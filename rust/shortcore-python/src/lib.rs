@@ -6,6 +6,7 @@
 
 mod errors;
 mod links;
+mod phones;
 mod sms;
 mod tokens;
 
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     tokens::register(m)?;
     links::register(m)?;
+    phones::register(m)?;
     sms::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.

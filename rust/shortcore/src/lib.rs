@@ -2,6 +2,7 @@
 //!
 //! * [`tokens`] — short-link tokens, a keyed format-preserving permutation of sequence numbers.
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
+//! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
@@ -20,10 +21,12 @@
 
 mod error;
 pub mod links;
+pub mod phones;
 pub mod sms;
 pub mod tokens;
 
 pub use error::{Error, Result};
 pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
+pub use phones::{PhoneError, PhoneNormalizer};
 pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
