@@ -81,6 +81,9 @@ class RenderedMessage:
     def links(self) -> list[tuple[int, int]]:
         """Character offsets ``(start, end)`` of each short link in ``text``."""
     @property
+    def short_urls(self) -> list[str]:
+        """The short links, each with its scheme whether or not the text drops it."""
+    @property
     def before(self) -> MessageSize:
         """The original text's size."""
     @property
@@ -109,6 +112,11 @@ class MessageTemplate:
         """The message for one recipient; InvalidArgumentError unless one URL per destination."""
     def render_many(self, short_urls: list[list[str]]) -> list[RenderedMessage]:
         """The messages of many recipients at once, without the GIL."""
+    def render_recipients(
+        self, codec: TokenCodec, base_url: str, seq_start: int, first_recipient: int, count: int
+    ) -> list[RenderedMessage]:
+        """Recipient ``r``'s link ``l`` gets the token of ``seq_start + r * len(destinations) + l``
+        on ``base_url``; ``count`` recipients from ``first_recipient``, without the GIL."""
 
 def rewrite(text: str, short_urls: list[str], *, scheme: str = "keep", only_last: bool = False) -> RenderedMessage:
     """Rewrites ``text`` with one short URL per link to shorten."""
