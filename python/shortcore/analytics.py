@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 import clickhouse_connect
@@ -161,5 +161,5 @@ def migrate(client: Client, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
 
 
 def schema_version(client: Client) -> int:
-    rows: list[Any] = client.query(f"SELECT max(version) FROM {DATABASE}.schema_migrations").result_rows
+    rows = client.query(f"SELECT max(version) FROM {DATABASE}.schema_migrations").result_rows
     return int(rows[0][0]) if rows else 0
