@@ -11,15 +11,20 @@ earlier one: the schema of a deployment is the sum of the migrations it has appl
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 DATABASE: Final = "shortcore"
+T = TypeVar("T")
 
 
 class AnalyticsConfigError(ValueError):
@@ -163,3 +168,31 @@ def migrate(client: Client, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
 def schema_version(client: Client) -> int:
     rows = client.query(f"SELECT max(version) FROM {DATABASE}.schema_migrations").result_rows
     return int(rows[0][0]) if rows else 0
+
+
+class AnalyticsStore:
+    """The analytics client for async code: every call runs on one dedicated thread.
+
+    chDB runs ClickHouse inside this process and its client is not meant for concurrent use, and
+    a query must not block the event loop; one worker thread gives both. An HTTP client is used
+    the same way, so the code does not care which store it has.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics")
+
+    @classmethod
+    def open(cls, url: str) -> AnalyticsStore:
+        client = connect(url)
+        migrate(client)
+        return cls(client)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """Runs ``work(client, *args)`` on the analytics thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(work, self.client, *args))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.client.close()

@@ -84,6 +84,8 @@ class RecipientReader:
             header = next(reader, None)
         except csv.Error as error:
             raise RecipientsError(f"line 1: {error}") from None
+        except UnicodeDecodeError:
+            raise RecipientsError("line 1: the file is not UTF-8 text") from None
         if not header or not any(name.strip() for name in header):
             raise RecipientsError("the CSV file is empty; it needs a header row with a 'phone' column")
         names = [name.strip().lstrip("\ufeff").lower() for name in header]
@@ -105,6 +107,8 @@ class RecipientReader:
                     return
                 except csv.Error as error:
                     raise RecipientsError(f"line {reader.line_num}: {error}") from None
+                except UnicodeDecodeError:
+                    raise RecipientsError(f"after line {reader.line_num}: the file is not UTF-8 text") from None
                 line = reader.line_num
                 if not values or all(not v.strip() for v in values):
                     continue  # blank lines are not rows
