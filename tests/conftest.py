@@ -53,3 +53,14 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     client = connect(f"chdb://{tmp_path_factory.mktemp('clickhouse')}")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Valkey/Redis server for the test run, started and stopped here."""
+    from shortcore.store import EmbeddedStore
+
+    store = EmbeddedStore(tmp_path_factory.mktemp("redis"))
+    url = store.start()
+    yield url
+    store.stop()

@@ -1,0 +1,718 @@
+"""The control API, ``/api/v1``: accounts' keys, domains, campaigns and their personalised messages.
+
+Every route needs ``Authorization: Bearer <api key>``; an account only ever sees its own data
+(anything else is a 404, the same as a missing id). Errors are JSON,
+``{"error": {"code": "...", "message": "..."}}``, with a 4xx status for every bad request.
+
+Campaign creation streams: the recipient list (JSON, or a CSV upload of any size up to the
+configured limit) is read into a spool, the campaign's token range is allocated, the messages are
+rendered and stored in the analytics store a batch at a time, and only then is the campaign
+published to the edge. A failure on the way removes what was stored, so nothing is half-created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from clickhouse_connect.driver.client import Client
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive
+
+from shortcore import accounts, routing
+from shortcore.accounts import Account
+from shortcore.analytics import DATABASE, AnalyticsStore
+from shortcore.campaigns import (
+    MESSAGE_COLUMNS,
+    CampaignError,
+    CampaignRange,
+    MessageBatches,
+    RecipientSpool,
+    prepare_template,
+    rejection_report,
+)
+from shortcore.config import Settings
+from shortcore.openapi import openapi_document
+from shortcore.phones import PhoneNormalizer
+from shortcore.recipients import RecipientReader, RecipientsError
+from shortcore.routing import RoutingError
+from shortcore.store import AnyRedis
+from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
+
+RENDER_BATCH: Final = 20_000
+MESSAGES_PAGE: Final = 50_000
+MAX_JSON_BODY: Final = 64 * 1024 * 1024
+REPORTED_REJECTIONS: Final = 100
+_CAMPAIGN_ID = re.compile(r"^cmp_[0-9a-f]{16}$")
+
+
+class ApiError(Exception):
+    """Answered as ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+
+
+@dataclass(slots=True)
+class ControlState:
+    settings: Settings
+    redis: AnyRedis
+    analytics: AnalyticsStore
+    secret: bytes
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+
+def _state(request: Request) -> ControlState:
+    state: ControlState = request.app.state.control
+    return state
+
+
+async def _account(request: Request) -> Account:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
+    account = await accounts.authenticate(_state(request).redis, key.strip())
+    if account is None:
+        raise ApiError(401, "unauthorized", "the API key is not valid or was revoked")
+    return account
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+
+class _BodyLimit:
+    """Wraps ``receive`` so that a body over ``limit`` bytes ends the request with a 413, whether
+    or not the client declared its length."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive, self._limit, self._seen = receive, limit, 0
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._limit:
+                raise ApiError(413, "payload_too_large", f"the request body is over {self._limit} bytes")
+        return message
+
+
+def _limited(request: Request, limit: int) -> Request:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    return Request(request.scope, _BodyLimit(request.receive, limit))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await _limited(request, MAX_JSON_BODY).body()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return data
+
+
+def _opt(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        names = " or ".join(t.__name__ for t in _as_tuple(kind))
+        raise ApiError(422, "invalid_field", f"'{name}' must be {names}")
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _time(data: Mapping[str, Any], name: str) -> float | None:
+    """A time as ISO 8601 (with a zone) or Unix seconds."""
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ApiError(422, "invalid_field", f"'{name}' must be an ISO 8601 time or Unix seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ApiError(422, "invalid_field", f"'{name}' is not an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            raise ApiError(422, "invalid_field", f"'{name}' needs a time zone (e.g. 2026-01-01T12:00:00Z)")
+        seconds = parsed.timestamp()
+    else:
+        raise ApiError(422, "invalid_field", f"'{name}' must be an ISO 8601 time or Unix seconds")
+    if not 0 < seconds < 32_503_680_000:  # year 3000
+        raise ApiError(422, "invalid_field", f"'{name}' is out of range")
+    return seconds
+
+
+def _utm(value: Any, campaign_name: str) -> dict[str, str] | None:
+    """``true`` for the usual values, an object for your own, ``false``/absent for none."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {"utm_source": "shortcore", "utm_medium": "sms", "utm_campaign": campaign_name}
+    if (
+        isinstance(value, dict)
+        and len(value) <= 20
+        and all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 64 and len(v) <= 256 for k, v in value.items()
+        )
+    ):
+        return {k if k.startswith("utm_") else f"utm_{k}": v for k, v in value.items()}
+    raise ApiError(422, "invalid_field", "'utm' must be true, false, or an object of up to 20 string values")
+
+
+# -- domains ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _ShortDomain:
+    host: str
+    base_url: str
+    token_length: int
+
+
+async def _domain_for(state: ControlState, account: Account, requested: str | None) -> _ShortDomain:
+    """The domain a campaign's links use: the one asked for (it must be the account's), else the
+    account's default, else the deployment's ``SHORTCORE_BASE_URL``."""
+    host = requested or account.default_domain
+    if host:
+        domain = await routing.get_domain(state.redis, host)
+        if domain is None or domain.account != account.id:
+            raise ApiError(422, "unknown_domain", f"the domain {host!r} is not one of this account's domains")
+        return _ShortDomain(domain.host, f"https://{domain.host}", domain.token_length)
+    base = state.settings.base_url
+    if not base:
+        raise ApiError(422, "no_domain", "register a domain first (POST /api/v1/domains) or set SHORTCORE_BASE_URL")
+    host = routing.normalize_host(base.split("://", 1)[-1].split("/", 1)[0])
+    known = await routing.get_domain(state.redis, host)
+    length = known.token_length if known else DEFAULT_TOKEN_LENGTH
+    return _ShortDomain(host, base.rstrip("/"), length)
+
+
+async def create_domain(request: Request) -> Response:
+    account = await _account(request)
+    state = _state(request)
+    data = await _json_body(request)
+    host = _opt(data, "host", str)
+    if not host or not re.fullmatch(r"[a-z0-9.-]{1,253}(:[0-9]{1,5})?", host.strip().lower()) or "." not in host:
+        raise ApiError(422, "invalid_field", "'host' must be a domain name such as ul.example")
+    existing = await routing.get_domain(state.redis, host)
+    if existing is not None and existing.account != account.id:
+        raise ApiError(409, "domain_taken", f"the domain {host!r} belongs to another account")
+    try:
+        domain = await routing.register_domain(
+            state.redis,
+            host,
+            fallback_url=_opt(data, "fallback_url", str),
+            token_length=_opt(data, "token_length", int, DEFAULT_TOKEN_LENGTH),
+            account=account.id,
+        )
+    except (RoutingError, ValueError) as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    if _opt(data, "default", bool, False) or account.default_domain is None:
+        await accounts.save_account(state.redis, _replace_default_domain(account, domain.host))
+    return JSONResponse(_domain_json(domain, default=True), status_code=201)
+
+
+def _replace_default_domain(account: Account, host: str) -> Account:
+    return Account(**{**_account_fields(account), "default_domain": host})
+
+
+def _account_fields(account: Account) -> dict[str, Any]:
+    return {name: getattr(account, name) for name in account.__dataclass_fields__}
+
+
+def _domain_json(domain: routing.Domain, *, default: bool) -> dict[str, Any]:
+    return {
+        "host": domain.host,
+        "fallback_url": domain.fallback_url,
+        "token_length": domain.token_length,
+        "default": default,
+    }
+
+
+async def list_domains(request: Request) -> Response:
+    account = await _account(request)
+    host = account.default_domain
+    domain = await routing.get_domain(_state(request).redis, host) if host else None
+    items = [_domain_json(domain, default=True)] if domain and domain.account == account.id else []
+    return JSONResponse({"domains": items})
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+async def create_key(request: Request) -> Response:
+    account = await _account(request)
+    key = await accounts.create_key(_state(request).redis, account.id)
+    return JSONResponse({"id": key.key_id, "key": key.secret}, status_code=201)
+
+
+async def list_keys(request: Request) -> Response:
+    account = await _account(request)
+    return JSONResponse({"keys": [{"id": k} for k in await accounts.list_keys(_state(request).redis, account.id)]})
+
+
+async def revoke_key(request: Request) -> Response:
+    account = await _account(request)
+    if not await accounts.revoke_key(_state(request).redis, account.id, request.path_params["key_id"]):
+        raise ApiError(404, "not_found", "no such key")
+    return Response(status_code=204)
+
+
+# -- campaigns --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _CampaignRequest:
+    name: str
+    text: object  # checked by prepare_template
+    scheme: str
+    only_last: bool
+    domain: str | None
+    utm: dict[str, str] | None
+    click_param: bool
+    sent_at: float | None
+    expires_at: float | None
+    default_region: str | None
+    recipients_json: list[Any] | None
+    recipients_csv: UploadFile | None
+
+
+def _campaign_request(data: Mapping[str, Any], upload: UploadFile | None) -> _CampaignRequest:
+    name = _opt(data, "name", str, "") or "untitled"
+    if len(name) > 200:
+        raise ApiError(422, "invalid_field", "'name' must be at most 200 characters")
+    recipients = data.get("recipients")
+    if upload is None and not isinstance(recipients, list):
+        raise ApiError(422, "invalid_field", "'recipients' must be a JSON list, or upload a CSV file as 'recipients'")
+    sent_at, expires_at = _time(data, "sent_at"), _time(data, "expires_at")
+    if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC).timestamp():
+        raise ApiError(422, "invalid_field", "'expires_at' is in the past")
+    return _CampaignRequest(
+        name=name,
+        text=data.get("text"),
+        scheme=_opt(data, "scheme", str, "keep"),
+        only_last=_opt(data, "only_last", bool, False),
+        domain=_opt(data, "domain", str),
+        utm=_utm(data.get("utm"), name),
+        click_param=_opt(data, "click_param", bool, True),
+        sent_at=sent_at,
+        expires_at=expires_at,
+        default_region=_opt(data, "default_region", str),
+        recipients_json=recipients if upload is None else None,
+        recipients_csv=upload,
+    )
+
+
+_BOOLEAN_FORM = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+async def _form_fields(request: Request) -> tuple[dict[str, Any], UploadFile | None]:
+    limited = _limited(request, _state(request).max_upload_bytes)
+    try:
+        form = await limited.form(max_files=1, max_fields=30)
+    except HTTPException as error:
+        raise ApiError(400, "bad_form", str(error.detail)) from None
+    try:
+        return _form_data(form.multi_items())
+    except ApiError:
+        await form.close()
+        raise
+
+
+def _form_data(items: list[tuple[str, str | UploadFile]]) -> tuple[dict[str, Any], UploadFile]:
+    data: dict[str, Any] = {}
+    upload: UploadFile | None = None
+    for key, value in items:
+        if isinstance(value, UploadFile):
+            if key != "recipients":
+                raise ApiError(422, "invalid_field", f"unexpected file field {key!r}; upload the CSV as 'recipients'")
+            upload = value
+        elif key == "utm" and value.strip().startswith("{"):
+            try:
+                data[key] = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ApiError(422, "invalid_field", "'utm' is not valid JSON") from None
+        elif key in ("only_last", "click_param", "utm"):
+            if value.strip().lower() not in _BOOLEAN_FORM:
+                raise ApiError(422, "invalid_field", f"'{key}' must be true or false")
+            data[key] = _BOOLEAN_FORM[value.strip().lower()]
+        else:
+            data[key] = value
+    if upload is None:
+        raise ApiError(422, "invalid_field", "upload the recipients as a CSV file field named 'recipients'")
+    return data, upload
+
+
+async def create_campaign(request: Request) -> Response:
+    account = await _account(request)
+    state = _state(request)
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        data, upload = await _form_fields(request)
+    elif content_type in ("application/json", ""):
+        data, upload = await _json_body(request), None
+    else:
+        raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+    try:
+        return await _create_campaign(state, account, data, upload)
+    finally:
+        if upload is not None:
+            await upload.close()
+
+
+async def _create_campaign(
+    state: ControlState, account: Account, data: dict[str, Any], upload: UploadFile | None
+) -> Response:
+    try:
+        spec = _campaign_request(data, upload)
+        template = prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
+        normalizer = PhoneNormalizer(spec.default_region or account.default_region)
+    except (CampaignError, ValueError) as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    domain = await _domain_for(state, account, spec.domain)
+    codec = TokenCodec(state.secret, domain.token_length)
+    campaign_id = "cmp_" + secrets.token_hex(8)
+
+    spool = RecipientSpool(directory=str(state.settings.data_dir) if state.settings.data_dir.exists() else None)
+    try:
+        reader = RecipientReader(normalizer)
+        if spec.recipients_csv is not None:
+            lines = _csv_lines(spec.recipients_csv)
+            summary = await asyncio.to_thread(spool.fill, reader.read_csv(lines))
+        else:
+            summary = await asyncio.to_thread(spool.fill, reader.read_records(spec.recipients_json or []))
+        if summary.recipients == 0:
+            raise ApiError(
+                422,
+                "no_recipients",
+                "no valid recipient in the list",
+                invalid=rejection_report(summary.invalid[:REPORTED_REJECTIONS]),
+            )
+        links = len(template.destinations)
+        try:
+            seq_start = await routing.allocate_seqs(state.redis, summary.recipients * links)
+        except RoutingError as error:
+            raise ApiError(422, "invalid_field", str(error)) from None
+        if seq_start + summary.recipients * links - 1 > codec.max_seq:
+            raise ApiError(507, "token_space_exhausted", f"{domain.token_length}-character tokens are used up")
+        sent_at = dt.datetime.fromtimestamp(spec.sent_at, dt.UTC) if spec.sent_at else None
+        where = CampaignRange(campaign_id, account.id, domain.base_url, seq_start, sent_at)
+        batches = MessageBatches(template, codec, where)
+
+        def store_messages(client: Client) -> None:
+            for recipients in spool.batches(RENDER_BATCH):
+                columns, _ = batches.render(recipients)
+                client.insert(f"{DATABASE}.messages", columns, column_names=MESSAGE_COLUMNS, column_oriented=True)
+            client.insert(
+                f"{DATABASE}.campaigns",
+                [
+                    _campaign_row(
+                        campaign_id,
+                        account.id,
+                        spec,
+                        template.text,
+                        domain.host,
+                        seq_start,
+                        summary.recipients,
+                        template.destinations,
+                    )
+                ],
+                column_names=CAMPAIGN_COLUMNS,
+            )
+
+        try:
+            await state.analytics.run(store_messages)
+            await routing.register_campaign(
+                state.redis,
+                id=campaign_id,
+                account=account.id,
+                domain=domain.host,
+                recipients=summary.recipients,
+                destinations=template.destinations,
+                utm=spec.utm,
+                click_param=spec.click_param,
+                sent_at=spec.sent_at,
+                expires_at=spec.expires_at,
+                token_length=domain.token_length,
+                seq_start=seq_start,
+            )
+        except BaseException:
+            await state.analytics.run(_delete_campaign_rows, campaign_id)
+            raise
+    except RecipientsError as error:
+        raise ApiError(422, "invalid_recipients", str(error)) from None
+    except RoutingError as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    finally:
+        spool.close()
+
+    totals = batches.totals
+    return JSONResponse(
+        {
+            "id": campaign_id,
+            "name": spec.name,
+            "domain": domain.host,
+            "recipients": summary.recipients,
+            "invalid": spool.invalid_count,
+            "duplicates": spool.duplicate_count,
+            "links": links,
+            "messages": totals.messages,
+            "segments": {
+                "total": totals.segments,
+                "without_shortening": totals.segments_before,
+                "change": totals.segments - totals.segments_before,
+            },
+            "errors": {
+                "invalid": rejection_report(summary.invalid[:REPORTED_REJECTIONS]),
+                "duplicates": rejection_report(summary.duplicates[:REPORTED_REJECTIONS]),
+            },
+            "messages_url": f"/api/v1/campaigns/{campaign_id}/messages",
+        },
+        status_code=201,
+    )
+
+
+def _csv_lines(upload: UploadFile) -> io.TextIOWrapper:
+    upload.file.seek(0)
+    return io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
+
+
+CAMPAIGN_COLUMNS: Final = (
+    "id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations", "utm",
+    "click_param", "sent_at", "expires_at", "created_at", "version",
+)  # fmt: skip
+
+
+def _campaign_row(
+    campaign_id: str,
+    account: str,
+    spec: _CampaignRequest,
+    text: str,
+    host: str,
+    seq_start: int,
+    recipients: int,
+    destinations: list[str],
+) -> list[Any]:
+    now = dt.datetime.now(dt.UTC)
+
+    def when(seconds: float | None) -> dt.datetime | None:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds is not None else None
+
+    return [
+        campaign_id, account, spec.name, text, host, seq_start, recipients, len(destinations), destinations,
+        spec.utm or {}, spec.click_param, when(spec.sent_at), when(spec.expires_at), now, int(now.timestamp() * 1000),
+    ]  # fmt: skip
+
+
+def _delete_campaign_rows(client: Client, campaign_id: str) -> None:
+    for table in ("messages", "campaigns"):
+        column = "campaign_id" if table == "messages" else "id"
+        client.command(
+            f"DELETE FROM {DATABASE}.{table} WHERE {column} = %(id)s",
+            parameters={"id": campaign_id},
+        )
+
+
+async def _owned_campaign(request: Request, account: Account) -> routing.Campaign:
+    campaign_id = request.path_params["campaign_id"]
+    if not _CAMPAIGN_ID.match(campaign_id):
+        raise ApiError(404, "not_found", "no such campaign")
+    raw = await _state(request).redis.get(routing.CAMPAIGN_KEY + campaign_id)
+    campaign = routing.Campaign.from_json(raw) if raw is not None else None
+    if campaign is None or campaign.account != account.id:
+        raise ApiError(404, "not_found", "no such campaign")
+    return campaign
+
+
+def _campaign_json(campaign: routing.Campaign) -> dict[str, Any]:
+    return {
+        "id": campaign.id,
+        "domain": campaign.domain,
+        "recipients": campaign.recipients,
+        "links": len(campaign.destinations),
+        "destinations": list(campaign.destinations),
+        "utm": dict(campaign.utm),
+        "click_param": campaign.click_param,
+        "sent_at": campaign.sent_at,
+        "expires_at": campaign.expires_at,
+    }
+
+
+async def get_campaign(request: Request) -> Response:
+    account = await _account(request)
+    return JSONResponse(_campaign_json(await _owned_campaign(request, account)))
+
+
+async def list_campaigns(request: Request) -> Response:
+    account = await _account(request)
+
+    def query(client: Client) -> list[dict[str, Any]]:
+        rows = client.query(
+            f"SELECT id, name, domain, recipients, links, created_at FROM {DATABASE}.campaigns FINAL "
+            "WHERE account = %(a)s ORDER BY created_at DESC LIMIT 1000",
+            parameters={"a": account.id},
+        ).named_results()
+        return [{**row, "created_at": row["created_at"].isoformat()} for row in rows]
+
+    return JSONResponse({"campaigns": await _state(request).analytics.run(query)})
+
+
+MESSAGE_FIELDS: Final = ("phone", "id", "text", "encoding", "characters", "segments", "segments_before", "links")
+
+
+async def campaign_messages(request: Request) -> Response:
+    account = await _account(request)
+    campaign = await _owned_campaign(request, account)
+    fmt = request.query_params.get("format", "jsonl")
+    if fmt not in ("jsonl", "csv"):
+        raise ApiError(400, "invalid_parameter", "'format' must be jsonl or csv")
+    analytics = _state(request).analytics
+
+    def page(client: Client, after: int) -> list[tuple[Any, ...]]:
+        result = client.query(
+            f"SELECT recipient_index, phone, recipient_id, text, encoding, characters, segments, segments_before, "
+            f"short_urls FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s AND recipient_index > %(after)s "
+            f"ORDER BY recipient_index LIMIT {MESSAGES_PAGE}",
+            parameters={"c": campaign.id, "after": after},
+        )
+        return [tuple(row) for row in result.result_rows]
+
+    async def rows() -> AsyncIterator[bytes]:
+        after = -1
+        if fmt == "csv":
+            yield _csv_line(MESSAGE_FIELDS)
+        while True:
+            batch = await analytics.run(page, after)
+            if not batch:
+                return
+            after = int(batch[-1][0])
+            if fmt == "jsonl":
+                yield b"".join(orjson.dumps(dict(zip(MESSAGE_FIELDS, row[1:], strict=True))) + b"\n" for row in batch)
+            else:
+                yield b"".join(_csv_line((*row[1:8], " ".join(row[8]))) for row in batch)
+
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+    return StreamingResponse(rows(), media_type=media)
+
+
+def _csv_line(values: tuple[Any, ...]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return out.getvalue().encode()
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Turns ApiError and store outages into the spec's error shape."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error_response(error.status, error.code, error.message, **error.extra)
+        except (RedisError, ConnectionError, OSError):
+            return error_response(503, "store_unavailable", "the hot store is unreachable; try again shortly")
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
+ROUTES: Final = (
+    ("/api/v1/campaigns", create_campaign, ["POST"]),
+    ("/api/v1/campaigns", list_campaigns, ["GET"]),
+    ("/api/v1/campaigns/{campaign_id}", get_campaign, ["GET"]),
+    ("/api/v1/campaigns/{campaign_id}/messages", campaign_messages, ["GET"]),
+    ("/api/v1/domains", create_domain, ["POST"]),
+    ("/api/v1/domains", list_domains, ["GET"]),
+    ("/api/v1/keys", create_key, ["POST"]),
+    ("/api/v1/keys", list_keys, ["GET"]),
+    ("/api/v1/keys/{key_id}", revoke_key, ["DELETE"]),
+)
+
+
+def control_routes() -> list[Route]:
+    routes = [Route(path, _guarded(handler), methods=methods) for path, handler, methods in ROUTES]
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    return routes
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
+    return error_response(status, code, str(getattr(exc, "detail", "not found")))
+
+
+def create_control_app(
+    settings: Settings,
+    *,
+    redis: AnyRedis | None = None,
+    analytics: AnalyticsStore | None = None,
+    max_upload_bytes: int = 512 * 1024 * 1024,
+) -> Starlette:
+    """The control API. Resources are made in the lifespan unless given (tests give them)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from shortcore.store import connect
+
+        own_redis = redis is None
+        own_analytics = analytics is None
+        if settings.redis_url is None and own_redis:
+            raise RuntimeError("create_control_app needs a Redis URL or client")
+        client = redis if redis is not None else connect(settings.redis_url or "")
+        store = analytics if analytics is not None else AnalyticsStore.open(settings.effective_clickhouse_url)
+        app.state.control = ControlState(settings, client, store, settings.token_secret(), max_upload_bytes)
+        try:
+            yield
+        finally:
+            if own_analytics:
+                store.close()
+            if own_redis:
+                await client.aclose()
+
+    return Starlette(
+        routes=control_routes(),
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_found},
+    )

@@ -1,0 +1,271 @@
+"""The OpenAPI 3.1 document of the control API, served at ``/openapi.json``.
+
+Written by hand next to the routes; ``tests/test_control.py`` checks that it is valid and that
+its paths and methods are exactly the app's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request",
+        401: "Missing or invalid API key",
+        404: "Not found (or another account's)",
+        409: "Conflict",
+        413: "Body too large",
+        415: "Unsupported content type",
+        422: "Invalid field",
+        503: "A store is unreachable",
+    }
+    return {str(s): {"description": text[s], "content": {"application/json": {"schema": _ERROR}}} for s in statuses}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_CAMPAIGN_FIELDS: dict[str, Any] = {
+    "name": {"type": "string", "maxLength": 200},
+    "text": {"type": "string", "maxLength": 1600, "description": "Message text with http(s):// or www. links"},
+    "recipients": {
+        "type": "array",
+        "items": {
+            "oneOf": [
+                {"type": "string", "description": "A phone number"},
+                {
+                    "type": "object",
+                    "required": ["phone"],
+                    "properties": {"phone": {"type": "string"}, "id": {"type": ["string", "integer"]}},
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
+                },
+            ]
+        },
+    },
+    "sent_at": {"type": ["string", "number"], "description": "ISO 8601 with a zone, or Unix seconds"},
+    "expires_at": {"type": ["string", "number"], "description": "ISO 8601 with a zone, or Unix seconds"},
+    "domain": {"type": "string", "description": "One of the account's domains; default: the account's default"},
+    "utm": {"oneOf": [{"type": "boolean"}, {"type": "object", "additionalProperties": {"type": "string"}}]},
+    "click_param": {"type": "boolean", "default": True, "description": "Add sc_click=<click id> to redirects"},
+    "scheme": {"type": "string", "enum": ["keep", "drop", "fit"], "default": "keep"},
+    "only_last": {"type": "boolean", "default": False, "description": "Shorten only the last link"},
+    "default_region": {"type": "string", "description": "Region for national numbers, e.g. DE"},
+}
+
+_REJECTION = {
+    "type": "object",
+    "properties": {"line": {"type": "integer"}, "value": {"type": "string"}, "reason": {"type": "string"}},
+}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_document() -> dict[str, Any]:
+    auth: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "shortcore control API", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        }
+                    },
+                },
+                "CampaignCreated": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "domain": {"type": "string"},
+                        "recipients": {"type": "integer"},
+                        "invalid": {"type": "integer"},
+                        "duplicates": {"type": "integer"},
+                        "links": {"type": "integer"},
+                        "messages": {"type": "integer"},
+                        "segments": {
+                            "type": "object",
+                            "properties": {
+                                "total": {"type": "integer"},
+                                "without_shortening": {"type": "integer"},
+                                "change": {"type": "integer"},
+                            },
+                        },
+                        "errors": {
+                            "type": "object",
+                            "properties": {
+                                "invalid": {"type": "array", "items": _REJECTION},
+                                "duplicates": {"type": "array", "items": _REJECTION},
+                            },
+                        },
+                        "messages_url": {"type": "string"},
+                    },
+                },
+                "Campaign": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "domain": {"type": "string"},
+                        "recipients": {"type": "integer"},
+                        "links": {"type": "integer"},
+                        "destinations": {"type": "array", "items": {"type": "string"}},
+                        "utm": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "click_param": {"type": "boolean"},
+                        "sent_at": {"type": ["number", "null"]},
+                        "expires_at": {"type": ["number", "null"]},
+                    },
+                },
+                "Domain": {
+                    "type": "object",
+                    "properties": {
+                        "host": {"type": "string"},
+                        "fallback_url": {"type": ["string", "null"]},
+                        "token_length": {"type": "integer", "minimum": 6, "maximum": 12},
+                        "default": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+        "paths": {
+            "/api/v1/campaigns": {
+                "post": {
+                    "summary": "Create a campaign: one personalised message per recipient",
+                    "security": auth,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["text", "recipients"],
+                                    "properties": _CAMPAIGN_FIELDS,
+                                }
+                            },
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["text", "recipients"],
+                                    "properties": {
+                                        **{k: {"type": "string"} for k in _CAMPAIGN_FIELDS if k != "recipients"},
+                                        "recipients": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": "CSV with a header row: phone, optional id, custom columns",
+                                        },
+                                    },
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/CampaignCreated"}, "Created"),
+                        **_errors(400, 401, 413, 415, 422, 503),
+                    },
+                },
+                "get": {
+                    "summary": "The account's campaigns, newest first",
+                    "security": auth,
+                    "responses": {"200": _json({"type": "object"}), **_errors(401, 503)},
+                },
+            },
+            "/api/v1/campaigns/{campaign_id}": {
+                "get": {
+                    "summary": "One campaign",
+                    "security": auth,
+                    "parameters": [
+                        {"name": "campaign_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {"200": _json({"$ref": "#/components/schemas/Campaign"}), **_errors(401, 404)},
+                }
+            },
+            "/api/v1/campaigns/{campaign_id}/messages": {
+                "get": {
+                    "summary": "One row per recipient: phone, personalised text, encoding, segments, short links",
+                    "security": auth,
+                    "parameters": [
+                        _path_param("campaign_id"),
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A stream of rows",
+                            "content": {
+                                "application/x-ndjson": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/api/v1/domains": {
+                "post": {
+                    "summary": "Register a short domain for the account",
+                    "security": auth,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["host"],
+                                    "properties": {
+                                        "host": {"type": "string"},
+                                        "fallback_url": {"type": "string"},
+                                        "token_length": {"type": "integer", "minimum": 6, "maximum": 12},
+                                        "default": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/Domain"}, "Created"),
+                        **_errors(400, 401, 409, 422),
+                    },
+                },
+                "get": {
+                    "summary": "The account's domains",
+                    "security": auth,
+                    "responses": {"200": _json({"type": "object"}), **_errors(401)},
+                },
+            },
+            "/api/v1/keys": {
+                "post": {
+                    "summary": "Create another API key for the account (shown once)",
+                    "security": auth,
+                    "responses": {"201": _json({"type": "object"}, "Created"), **_errors(401)},
+                },
+                "get": {
+                    "summary": "The ids of the account's keys",
+                    "security": auth,
+                    "responses": {"200": _json({"type": "object"}), **_errors(401)},
+                },
+            },
+            "/api/v1/keys/{key_id}": {
+                "delete": {
+                    "summary": "Revoke a key",
+                    "security": auth,
+                    "parameters": [_path_param("key_id")],
+                    "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
+                }
+            },
+        },
+    }
