@@ -716,3 +716,8 @@ def create_control_app(
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_found},
     )
+
+
+def app_from_env() -> Starlette:
+    """The control app configured from ``SHORTCORE_*`` (for ``uvicorn --factory``)."""
+    return create_control_app(Settings.from_env())
