@@ -4,8 +4,10 @@ modules it calls."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -28,7 +30,91 @@ def build_parser() -> argparse.ArgumentParser:
     sms.add_argument("--only-last", action="store_true", help="shorten only the last link")
     sms.add_argument("--token-length", type=int, default=7, help="characters in a token (6 to 12)")
     sms.set_defaults(handler=_sms)
+
+    campaign = commands.add_parser("campaign", help="create campaigns through a running server")
+    campaign_commands = campaign.add_subparsers(title="campaign commands", metavar="COMMAND")
+    campaign.set_defaults(handler=lambda _: _usage(campaign))
+    create = campaign_commands.add_parser(
+        "create",
+        help="create a campaign from a message text and a CSV of recipients",
+        description="Uploads FILE.csv (a header row with a 'phone' column, optional 'id' and custom columns) "
+        "to the control API of a running `shortcore serve`, creates the campaign and, with --out, writes "
+        "one JSON line per recipient: phone, personalised text, encoding, segments and short links.",
+    )
+    create.add_argument("--text", required=True, help="the message text, with the links to shorten")
+    create.add_argument("--recipients", required=True, type=Path, metavar="FILE.csv", help="the recipients")
+    create.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write the personalised messages here")
+    create.add_argument("--name", default="", help="the campaign's name")
+    create.add_argument("--domain", help="one of the account's short domains (default: the account's default)")
+    create.add_argument("--scheme", choices=["keep", "drop", "fit"], default="keep", help="how short links are written")
+    create.add_argument("--only-last", action="store_true", help="shorten only the last link")
+    create.add_argument("--utm", action="store_true", help="add utm_source=shortcore, utm_medium=sms, utm_campaign")
+    create.add_argument("--default-region", help="region for national numbers, e.g. DE")
+    create.add_argument(
+        "--api-url",
+        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8000"),
+        help="the server (default $SHORTCORE_API_URL or %(default)s)",
+    )
+    create.add_argument("--api-key", default=os.environ.get("SHORTCORE_API_KEY"), help="default $SHORTCORE_API_KEY")
+    create.set_defaults(handler=_campaign_create)
     return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _campaign_create(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shortcore.client import Api, ClientError, create_campaign, summary_lines
+
+    if not args.api_key:
+        print("shortcore campaign create: give --api-key or set SHORTCORE_API_KEY", file=sys.stderr)
+        return 2
+    if not args.recipients.is_file():
+        print(f"shortcore campaign create: no such file: {args.recipients}", file=sys.stderr)
+        return 2
+    fields = {"text": args.text, "name": args.name, "scheme": args.scheme}
+    fields |= {"only_last": "true"} if args.only_last else {}
+    fields |= {"utm": "true"} if args.utm else {}
+    fields |= {"domain": args.domain} if args.domain else {}
+    fields |= {"default_region": args.default_region} if args.default_region else {}
+    size = args.recipients.stat().st_size
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        DownloadColumn(),
+        MofNCompleteColumn(),
+    )
+    try:
+        with (
+            Progress(
+                *columns, DownloadColumn(), MofNCompleteColumn(), transient=True, console=Console(stderr=True)
+            ) as bar,
+            args.out.open("wb") if args.out else open(os.devnull, "wb") as out,
+        ):
+            upload = bar.add_task("upload", total=size)
+            messages = bar.add_task("messages", total=None, visible=bool(args.out))
+            created = create_campaign(
+                Api(args.api_url, args.api_key),
+                args.recipients,
+                fields,
+                out if args.out else None,
+                lambda n: bar.advance(upload, n),
+                lambda n: bar.advance(messages, n),
+            )
+    except ClientError as error:
+        print(f"shortcore campaign create: {error}", file=sys.stderr)
+        return 1
+    for line in summary_lines(created):
+        print(line)
+    if args.out:
+        print(f"messages    {args.out}")
+    return 0
 
 
 def _sms(args: argparse.Namespace) -> int:
