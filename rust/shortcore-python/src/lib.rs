@@ -2,6 +2,7 @@
 //! module registration. Logic belongs in the `shortcore` crate, not here.
 #![forbid(unsafe_code)]
 
+mod classify;
 mod errors;
 mod tokens;
 
@@ -17,6 +18,7 @@ pub(crate) fn without_gil<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Se
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     tokens::register(m)?;
+    classify::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! shortcore's core: everything on the hot paths of an SMS link-tracking engine, in pure Rust.
 //!
 //! * [`tokens`] — short-link tokens, a keyed format-preserving permutation of sequence numbers.
+//! * [`classify`] — request classification: a person's click, a link preview, or a bot.
+//! * [`useragent`] — user-agent parsing: browser, OS and device.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -16,8 +18,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod classify;
 mod error;
+mod patterns;
 pub mod tokens;
+pub mod useragent;
 
+pub use classify::{
+    Classification, Classifier, Header, Label, OwnedHeaders, Request, RequestHeaders, CLASSIFIER_HEADERS,
+};
 pub use error::{Error, Result};
 pub use tokens::{Token, TokenCodec};
+pub use useragent::{parse_user_agent, Device, UserAgent, Version};
