@@ -14,8 +14,7 @@ pub struct PyTokenCodec {
 
 impl PyTokenCodec {
     fn seq(&self, py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
-        u64::try_from(value)
-            .map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
+        u64::try_from(value).map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
     }
 }
 
@@ -51,10 +50,7 @@ impl PyTokenCodec {
         if let Ok(text) = token.cast::<PyString>() {
             return text.to_str().ok().and_then(|s| self.inner.decode(s));
         }
-        token
-            .cast::<PyBytes>()
-            .ok()
-            .and_then(|b| self.inner.decode_bytes(b.as_bytes()))
+        token.cast::<PyBytes>().ok().and_then(|b| self.inner.decode_bytes(b.as_bytes()))
     }
 
     fn encode_range<'py>(&self, py: Python<'py>, start: i128, count: i128) -> PyResult<Bound<'py, PyList>> {

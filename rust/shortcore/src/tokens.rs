@@ -118,10 +118,7 @@ pub struct TokenCodec {
 impl std::fmt::Debug for TokenCodec {
     // The keys stay out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCodec")
-            .field("length", &self.length)
-            .field("max_seq", &self.max_seq)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenCodec").field("length", &self.length).field("max_seq", &self.max_seq).finish_non_exhaustive()
     }
 }
 
@@ -153,11 +150,7 @@ impl TokenCodec {
         // lengths 6..=10 that costs at most ~1.3 walks per call on average.
         let bits = 64 - max_seq.leading_zeros();
         let half_bits = bits.div_ceil(2);
-        let half_mask = if half_bits == 32 {
-            u64::from(u32::MAX)
-        } else {
-            (1u64 << half_bits) - 1
-        };
+        let half_mask = if half_bits == 32 { u64::from(u32::MAX) } else { (1u64 << half_bits) - 1 };
 
         // A separate key per length: the same sequence number under two lengths gives
         // unrelated tokens.
@@ -168,14 +161,7 @@ impl TokenCodec {
         let k0 = u64::from_le_bytes(digest[0..8].try_into().expect("8 bytes"));
         let k1 = u64::from_le_bytes(digest[8..16].try_into().expect("8 bytes"));
 
-        Ok(Self {
-            length: length as u8,
-            max_seq,
-            half_bits,
-            half_mask,
-            k0,
-            k1,
-        })
+        Ok(Self { length: length as u8, max_seq, half_bits, half_mask, k0, k1 })
     }
 
     /// The number of characters in every token of this codec.
@@ -211,15 +197,12 @@ impl TokenCodec {
         if count == 0 {
             return Ok(());
         }
-        let last = start
-            .checked_add(count - 1)
-            .filter(|&last| last <= self.max_seq)
-            .ok_or_else(|| {
-                Error::invalid_argument(format!(
-                    "sequence range {start}+{count} does not fit in a {}-character token (max {})",
-                    self.length, self.max_seq
-                ))
-            })?;
+        let last = start.checked_add(count - 1).filter(|&last| last <= self.max_seq).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "sequence range {start}+{count} does not fit in a {}-character token (max {})",
+                self.length, self.max_seq
+            ))
+        })?;
         out.reserve(usize::try_from(count).unwrap_or(usize::MAX));
         out.extend((start..=last).map(|seq| self.write(self.permute(seq))));
         Ok(())
@@ -257,10 +240,7 @@ impl TokenCodec {
             *slot = ALPHABET[(value % 62) as usize];
             value /= 62;
         }
-        Token {
-            bytes,
-            len: self.length,
-        }
+        Token { bytes, len: self.length }
     }
 
     fn round(&self, round: u64, half: u64) -> u64 {
@@ -314,10 +294,7 @@ mod tests {
         for length in MIN_LENGTH..=MAX_LENGTH {
             let codec = TokenCodec::new(b"k", length).unwrap();
             let domain_bits = 2 * codec.half_bits;
-            assert!(
-                domain_bits == 64 || codec.max_seq < (1u64 << domain_bits),
-                "length {length}"
-            );
+            assert!(domain_bits == 64 || codec.max_seq < (1u64 << domain_bits), "length {length}");
             // At most one bit of slack (two for odd bit counts), so walks stay short.
             assert!(domain_bits <= 64 - codec.max_seq.leading_zeros() + 1, "length {length}");
         }
