@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
 from shortcore import InvalidArgumentError
 from shortcore.classify import CLASSIFIER_HEADERS, Classification, Classifier, UserAgent, parse_user_agent
 

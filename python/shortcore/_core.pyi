@@ -8,14 +8,22 @@ __all__ = [
     "Classification",
     "Classifier",
     "InvalidArgumentError",
+    "MessageSize",
+    "MessageTemplate",
+    "RenderedMessage",
     "ShortcoreError",
     "TokenCodec",
     "UserAgent",
     "__version__",
+    "build_profile",
+    "find_links",
+    "measure",
     "parse_user_agent",
+    "rewrite",
 ]
 
 __version__: str
+build_profile: str  # "release" or "debug"
 
 class ShortcoreError(Exception):
     """Base class of every error raised by shortcore."""
@@ -41,6 +49,74 @@ class TokenCodec:
         """The sequence number of ``token`` (str or bytes), or None for anything that is not a token."""
     def encode_range(self, start: int, count: int) -> list[str]:
         """Tokens of ``count`` consecutive sequence numbers from ``start``, computed without the GIL."""
+
+@final
+class MessageSize:
+    """The size of a message text as an SMS."""
+
+    @property
+    def encoding(self) -> str:
+        """``"GSM-7"`` or ``"UCS-2"``."""
+    @property
+    def characters(self) -> int:
+        """Unicode characters, as ``len()`` counts them."""
+    @property
+    def units(self) -> int:
+        """Length in septets (GSM-7, extension characters count two) or UTF-16 code units (UCS-2)."""
+    @property
+    def segments(self) -> int:
+        """SMS parts the message is billed as (160/153 septets, 70/67 units; pairs never split)."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def measure(text: str) -> MessageSize:
+    """Measures ``text`` as an SMS."""
+
+def find_links(text: str) -> list[tuple[int, int, str]]:
+    """Every ``http(s)://`` and bare ``www.`` link in ``text`` as ``(start, end, link)``, in characters."""
+
+@final
+class RenderedMessage:
+    """One recipient's message with its short links."""
+
+    @property
+    def text(self) -> str:
+        """The message with short links."""
+    @property
+    def links(self) -> list[tuple[int, int]]:
+        """Character offsets ``(start, end)`` of each short link in ``text``."""
+    @property
+    def before(self) -> MessageSize:
+        """The original text's size."""
+    @property
+    def after(self) -> MessageSize:
+        """The rendered text's size."""
+
+@final
+class MessageTemplate:
+    """A message text prepared once and rendered for each recipient with their short links."""
+
+    def __new__(cls, text: str, *, scheme: str = "keep", only_last: bool = False) -> MessageTemplate:
+        """``scheme`` is ``"keep"``, ``"drop"`` or ``"fit"``; InvalidArgumentError otherwise."""
+    @property
+    def text(self) -> str:
+        """The original text."""
+    @property
+    def links(self) -> list[tuple[int, int, str]]:
+        """Every link in the text as ``(start, end, link)``, shortened or not."""
+    @property
+    def destinations(self) -> list[str]:
+        """The absolute URLs that get a short link, in order."""
+    @property
+    def original_size(self) -> MessageSize:
+        """The original text's size."""
+    def render(self, short_urls: list[str]) -> RenderedMessage:
+        """The message for one recipient; InvalidArgumentError unless one URL per destination."""
+    def render_many(self, short_urls: list[list[str]]) -> list[RenderedMessage]:
+        """The messages of many recipients at once, without the GIL."""
+
+def rewrite(text: str, short_urls: list[str], *, scheme: str = "keep", only_last: bool = False) -> RenderedMessage:
+    """Rewrites ``text`` with one short URL per link to shorten."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
 """Lowercase names of the headers the classifier reads; the edge stores these with each event."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import IO
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -17,18 +17,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(handler=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
+    sms = commands.add_parser(
+        "sms",
+        help="show a message's links, encoding, length and segments, before and after shortening",
+        description="Shows the links shortcore finds in TEXT and what the message costs as an SMS, "
+        "before and after its links are shortened on BASE_URL.",
+    )
+    sms.add_argument("text", help="the message text")
+    sms.add_argument("--base-url", default="https://ul.example", help="the short domain (default %(default)s)")
+    sms.add_argument("--scheme", choices=["keep", "drop", "fit"], default="keep", help="how short links are written")
+    sms.add_argument("--only-last", action="store_true", help="shorten only the last link")
+    sms.add_argument("--token-length", type=int, default=7, help="characters in a token (6 to 12)")
+    sms.set_defaults(handler=_sms)
+
     classify = commands.add_parser(
         "classify",
-        help="classify requests given as JSON lines (human, preview or bot)",
-        description=(
-            'Reads JSON lines {"ua": ..., "headers": {...}, "method": ..., "seconds_since_send": ...} '
-            '(only "ua" required) and writes one JSON line {"class", "reason", "browser", "os", "device"} '
-            'per input line, in order. A line that cannot be read gets {"error": ...}.'
-        ),
+        help="classify requests given as JSON lines: human, preview or bot",
+        description='Reads JSON lines {"ua": ..., "headers": {...}, "method": ..., "seconds_since_send": ...} '
+        '(only "ua" required) from FILE or stdin and writes one JSON line {"class", "reason", "browser", "os", '
+        '"device"} per input line, in order. A line that cannot be read gets {"error": ...}.',
     )
-    classify.add_argument(
-        "file", nargs="?", default="-", metavar="FILE", help="JSON lines to read; - or none for stdin"
-    )
+    classify.add_argument("file", nargs="?", default="-", metavar="FILE", help="JSON lines to read; - for stdin")
     classify.add_argument(
         "--too-soon",
         type=float,
@@ -36,34 +45,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="requests sooner than this after delivery are bots (default 2)",
     )
-    classify.set_defaults(handler=classify_command)
+    classify.set_defaults(handler=_classify)
     return parser
 
 
-# Lines classified per call into the core: large enough to amortise the call, small enough to
-# keep memory flat and output flowing.
-CLASSIFY_CHUNK = 4096
+def _sms(args: argparse.Namespace) -> int:
+    from shortcore import InvalidArgumentError
+    from shortcore.links import MessageTemplate
+    from shortcore.sms import MessageSize
+    from shortcore.tokens import TokenCodec
+
+    try:
+        template = MessageTemplate(args.text, scheme=args.scheme, only_last=args.only_last)
+        # An example token of the right length: the message's cost does not depend on which.
+        codec = TokenCodec(b"example", args.token_length)
+    except InvalidArgumentError as error:
+        print(f"shortcore sms: {error}", file=sys.stderr)
+        return 2
+    base = args.base_url.rstrip("/")
+    tokens = codec.encode_range(0, len(template.destinations))
+    message = template.render([f"{base}/{token}" for token in tokens])
+
+    def describe(size: MessageSize) -> str:
+        return f"{size.encoding}, {size.characters} characters, {size.units} units, {size.segments} segment(s)"
+
+    for start, end, link in template.links:
+        print(f"link [{start}:{end}] {link}")
+    print(f"before: {describe(message.before)}")
+    print(f"after:  {describe(message.after)}")
+    print(message.text)
+    return 0
 
 
-def classify_command(args: argparse.Namespace) -> int:
-    from shortcore.classify import Classifier
+def _classify(args: argparse.Namespace) -> int:
+    from shortcore import InvalidArgumentError
+    from shortcore.classify import Classifier, classify_jsonl
 
     try:
         classifier = Classifier() if args.too_soon is None else Classifier(args.too_soon)
-    except ValueError as err:
-        print(f"shortcore classify: {err}", file=sys.stderr)
-        return 2
-    try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    except OSError as err:
-        print(f"shortcore classify: {err.strerror}: {args.file}", file=sys.stderr)
+    except InvalidArgumentError as error:
+        print(f"shortcore classify: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"shortcore classify: {error.strerror}: {args.file}", file=sys.stderr)
         return 1
-    chunk = 1 if source.isatty() else CLASSIFY_CHUNK
     out = sys.stdout.buffer
     try:
         with source:
-            for lines in _chunks(source, chunk):
-                out.write(b"".join(classify_lines(classifier, lines)))
+            # One line at a time when a person types them, in chunks otherwise.
+            for chunk in classify_jsonl(classifier, source, chunk=1 if source.isatty() else 4096):
+                out.write(chunk)
                 out.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
@@ -71,84 +103,10 @@ def classify_command(args: argparse.Namespace) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except OSError as err:
-        print(f"shortcore classify: {err}", file=sys.stderr)
+    except OSError as error:
+        print(f"shortcore classify: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _chunks(source: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    lines: list[bytes] = []
-    for line in source:
-        lines.append(line)
-        if len(lines) >= size:
-            yield lines
-            lines = []
-    if lines:
-        yield lines
-
-
-def classify_lines(classifier: Any, lines: Sequence[bytes]) -> list[bytes]:
-    """One output line (with its newline) per input line, in order."""
-    import orjson
-
-    from shortcore import InvalidArgumentError
-
-    out: list[bytes | None] = [None] * len(lines)
-    requests: list[dict[str, object]] = []
-    where: list[int] = []
-    for i, line in enumerate(lines):
-        request = _request(line)
-        if isinstance(request, str):
-            out[i] = orjson.dumps({"error": request}) + b"\n"
-        else:
-            requests.append(request)
-            where.append(i)
-    try:
-        results = classifier.classify_many(requests)
-    except InvalidArgumentError:
-        # A value of the wrong type somewhere in the chunk: find it one request at a time.
-        results = []
-        for request in requests:
-            try:
-                results.append(classifier.classify_many([request])[0])
-            except InvalidArgumentError as err:
-                results.append(str(err))
-    for i, result in zip(where, results, strict=True):
-        if isinstance(result, str):
-            out[i] = orjson.dumps({"error": result}) + b"\n"
-        else:
-            record = {
-                "class": result.label,
-                "reason": result.reason,
-                "browser": result.browser,
-                "os": result.os,
-                "device": result.device,
-            }
-            out[i] = orjson.dumps(record) + b"\n"
-    return [line for line in out if line is not None]
-
-
-def _request(line: bytes) -> dict[str, object] | str:
-    """The request of one input line, or why there is none."""
-    import orjson
-
-    text = line.decode("utf-8", "replace").strip()
-    if not text:
-        return "empty line"
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as err:
-        return f"not JSON: {err}"
-    if not isinstance(value, dict):
-        return f"expected a JSON object, got {type(value).__name__}"
-    if "ua" not in value:
-        return 'missing "ua"'
-    request: dict[str, object] = {"ua": value["ua"]}
-    for key in ("method", "headers", "seconds_since_send", "ip"):
-        if key in value:
-            request[key] = value[key]
-    return request
 
 
 def main(argv: Sequence[str] | None = None) -> int:

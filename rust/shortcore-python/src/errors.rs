@@ -25,7 +25,9 @@ fn invalid_argument_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
             let namespace = PyDict::new(py);
             namespace.set_item("__module__", "shortcore")?;
             namespace.set_item("__doc__", "A value passed to shortcore is outside what it accepts.")?;
-            let created = py.get_type::<PyType>().call1(("InvalidArgumentError", bases, namespace))?;
+            let created = py
+                .get_type::<PyType>()
+                .call1(("InvalidArgumentError", bases, namespace))?;
             Ok::<_, PyErr>(created.cast_into::<PyType>()?.unbind())
         })
         .map(|ty| ty.bind(py))

@@ -1,9 +1,13 @@
 //! The Python binding of the shortcore core: type conversion, error mapping, GIL release and
 //! module registration. Logic belongs in the `shortcore` crate, not here.
 #![forbid(unsafe_code)]
+// PyO3 extracts arguments as owned values; borrowing them is not an option here.
+#![allow(clippy::needless_pass_by_value)]
 
 mod classify;
 mod errors;
+mod links;
+mod sms;
 mod tokens;
 
 use pyo3::prelude::*;
@@ -18,7 +22,14 @@ pub(crate) fn without_gil<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Se
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     tokens::register(m)?;
+    links::register(m)?;
+    sms::register(m)?;
     classify::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Benchmarks refuse to measure a debug build.
+    m.add(
+        "build_profile",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+    )?;
     Ok(())
 }

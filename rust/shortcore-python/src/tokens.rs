@@ -12,16 +12,17 @@ pub struct PyTokenCodec {
     inner: shortcore::TokenCodec,
 }
 
-impl PyTokenCodec {
-    fn seq(&self, py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
-        u64::try_from(value).map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
-    }
+/// A Python int as a sequence number, or `InvalidArgumentError` naming `what`.
+fn sequence_number(py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| invalid_argument(py, format!("{what} must be a non-negative 64-bit integer, got {value}")))
 }
 
 #[pymethods]
 impl PyTokenCodec {
     #[new]
-    #[pyo3(signature = (secret, length = shortcore::tokens::DEFAULT_LENGTH))]
+    // A literal, so that Python's signature shows it; checked against the core's default below.
+    #[pyo3(signature = (secret, length = 7))]
     fn new(py: Python<'_>, secret: &[u8], length: usize) -> PyResult<Self> {
         let inner = shortcore::TokenCodec::new(secret, length).map_err(|e| to_py(py, &e))?;
         Ok(Self { inner })
@@ -40,7 +41,7 @@ impl PyTokenCodec {
     }
 
     fn encode<'py>(&self, py: Python<'py>, seq: i128) -> PyResult<Bound<'py, PyString>> {
-        let seq = self.seq(py, seq, "seq")?;
+        let seq = sequence_number(py, seq, "seq")?;
         let token = self.inner.encode(seq).map_err(|e| to_py(py, &e))?;
         Ok(PyString::new(py, token.as_str()))
     }
@@ -50,12 +51,15 @@ impl PyTokenCodec {
         if let Ok(text) = token.cast::<PyString>() {
             return text.to_str().ok().and_then(|s| self.inner.decode(s));
         }
-        token.cast::<PyBytes>().ok().and_then(|b| self.inner.decode_bytes(b.as_bytes()))
+        token
+            .cast::<PyBytes>()
+            .ok()
+            .and_then(|b| self.inner.decode_bytes(b.as_bytes()))
     }
 
     fn encode_range<'py>(&self, py: Python<'py>, start: i128, count: i128) -> PyResult<Bound<'py, PyList>> {
-        let start = self.seq(py, start, "start")?;
-        let count = self.seq(py, count, "count")?;
+        let start = sequence_number(py, start, "start")?;
+        let count = sequence_number(py, count, "count")?;
         let inner = &self.inner;
         let tokens = without_gil(py, || {
             let mut tokens = Vec::new();
@@ -69,6 +73,8 @@ impl PyTokenCodec {
         format!("TokenCodec(length={})", self.inner.length())
     }
 }
+
+const _: () = assert!(shortcore::tokens::DEFAULT_LENGTH == 7);
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenCodec>()

@@ -5,7 +5,9 @@ use std::hint::black_box;
 
 fn tokens(c: &mut Criterion) {
     let codec = TokenCodec::new(b"bench secret", 7).unwrap();
-    let tokens: Vec<String> = (0..1024u64).map(|s| codec.encode(s * 7919).unwrap().to_string()).collect();
+    let tokens: Vec<String> = (0..1024u64)
+        .map(|s| codec.encode(s * 7919).unwrap().to_string())
+        .collect();
     let mut group = c.benchmark_group("tokens");
     group.throughput(Throughput::Elements(1));
     let mut seq = 0u64;
@@ -31,7 +33,9 @@ fn tokens(c: &mut Criterion) {
     batch.bench_function("encode_range_100k", |b| {
         b.iter(|| {
             out.clear();
-            codec.encode_range_into(black_box(1_000_000), 100_000, &mut out).unwrap();
+            codec
+                .encode_range_into(black_box(1_000_000), 100_000, &mut out)
+                .unwrap();
         });
     });
     batch.finish();

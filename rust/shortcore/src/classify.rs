@@ -560,7 +560,7 @@ fn client_hint_brand(value: &[u8]) -> Brand {
         else {
             continue;
         };
-        if best.map_or(true, |(best_rank, _)| rank < best_rank) {
+        if best.is_none_or(|(best_rank, _)| rank < best_rank) {
             let major = version.map(|v| &v[..v.iter().take_while(|b| b.is_ascii_digit()).count()]);
             best = Some((rank, major.and_then(Version::new)));
         }

@@ -20,7 +20,10 @@ enum Kind {
 
 impl Error {
     pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
-        Self { kind: Kind::InvalidArgument, message: message.into() }
+        Self {
+            kind: Kind::InvalidArgument,
+            message: message.into(),
+        }
     }
 
     /// True when the caller passed a value the function does not accept (a bad length, an

@@ -3,6 +3,8 @@
 //! * [`tokens`] — short-link tokens, a keyed format-preserving permutation of sequence numbers.
 //! * [`classify`] — request classification: a person's click, a link preview, or a bot.
 //! * [`useragent`] — user-agent parsing: browser, OS and device.
+//! * [`links`] — finding links in SMS text and rewriting it with short links.
+//! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -20,7 +22,9 @@
 
 pub mod classify;
 mod error;
+pub mod links;
 mod patterns;
+pub mod sms;
 pub mod tokens;
 pub mod useragent;
 
@@ -28,5 +32,7 @@ pub use classify::{
     Classification, Classifier, Header, Label, OwnedHeaders, Request, RequestHeaders, CLASSIFIER_HEADERS,
 };
 pub use error::{Error, Result};
+pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
+pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
 pub use useragent::{parse_user_agent, Device, UserAgent, Version};

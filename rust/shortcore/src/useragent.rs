@@ -237,13 +237,13 @@ impl Scan {
     fn hit(&mut self, index: usize, pattern: &Pattern, start: usize, end: usize, mask: Option<(usize, usize)>) {
         match pattern.kind {
             Kind::Preview => {
-                if self.preview.map_or(true, |(_, len)| end - start > len) {
+                if self.preview.is_none_or(|(_, len)| end - start > len) {
                     self.preview = Some((index, end - start));
                 }
             }
             Kind::Bot => {
                 // The longest name is the most specific: `headlesschrome` over `headless`.
-                if self.bot.map_or(true, |(_, len)| end - start > len) {
+                if self.bot.is_none_or(|(_, len)| end - start > len) {
                     self.bot = Some((index, end - start));
                 }
             }
@@ -256,12 +256,12 @@ impl Scan {
             Kind::BrowserMarker => self.browser_marker = true,
             Kind::AppMarker => self.apps.push(index, start, end),
             Kind::Browser { priority, .. } => {
-                if self.browser.map_or(true, |(best, _, _)| priority >= best) {
+                if self.browser.is_none_or(|(best, _, _)| priority >= best) {
                     self.browser = Some((priority, index, end));
                 }
             }
             Kind::Os { priority, .. } => {
-                if self.os.map_or(true, |(best, _, _)| priority >= best) {
+                if self.os.is_none_or(|(best, _, _)| priority >= best) {
                     self.os = Some((priority, index, end));
                 }
             }

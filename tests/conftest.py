@@ -1,0 +1,39 @@
+"""Shared test helpers: the golden tables under tests/data, read by Rust tests too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).parent / "data"
+
+
+def expand_sms_spec(spec: str) -> str:
+    """Expands the notation of sms-segments.tsv: ``a*159+€+U+000A*2``."""
+    text = []
+    for piece in spec.replace("U+", "U").split("+"):
+        if not piece:
+            continue
+        char, _, count = piece.rpartition("*")
+        if not char or not count.isdigit():
+            char, count = piece, "1"
+        if char.startswith("U") and len(char) > 1:
+            char = chr(int(char[1:], 16))
+        text.append(char * int(count))
+    return "".join(text)
+
+
+def sms_cases() -> list[tuple[str, str, int, int, int]]:
+    cases = []
+    for line in (DATA / "sms-segments.tsv").read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            continue
+        spec, encoding, characters, units, segments = line.split("\t")
+        cases.append((spec, encoding, int(characters), int(units), int(segments)))
+    return cases
+
+
+def link_cases() -> list[dict[str, Any]]:
+    lines = (DATA / "links.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
