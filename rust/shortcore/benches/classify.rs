@@ -74,7 +74,7 @@ fn classify(c: &mut Criterion) {
     let mut single = c.benchmark_group("classify_one");
     single.throughput(Throughput::Elements(1));
     single.bench_function("iphone_safari", |b| {
-        b.iter(|| classifier.classify(&Request::new(Some(black_box(iphone)))))
+        b.iter(|| classifier.classify(&Request::new(Some(black_box(iphone)))));
     });
     single.bench_function("python_requests", |b| {
         b.iter(|| classifier.classify(&Request::new(Some(black_box("python-requests/2.32.3")))));
