@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shortcore import InvalidArgumentError
 from shortcore.classify import CLASSIFIER_HEADERS, Classification, Classifier, UserAgent, parse_user_agent
@@ -179,3 +181,95 @@ def test_cli_empty_input_and_file(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["reason"] == "bot:ua:curl"
     missing = run_cli(str(tmp_path / "missing.jsonl"))
     assert missing.returncode != 0 and b"Traceback" not in missing.stderr
+
+
+# Must match the targets of rust/shortcore/tests/classify.rs and issue 3.
+TARGETS = {"human": 0.995, "bot": 0.98, "preview": 0.95}
+
+
+def accuracy_by_class(path: Path) -> dict[str, tuple[int, int, list[str]]]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    keys = ("ua", "method", "headers", "seconds_since_send")
+    results = clf.classify_many([{k: row[k] for k in keys if k in row} for row in rows])
+    scores: dict[str, tuple[int, int, list[str]]] = {}
+    for row, result in zip(rows, results, strict=True):
+        right, total, misses = scores.get(row["label"], (0, 0, []))
+        if result.label == row["label"]:
+            right += 1
+        else:
+            misses.append(f"{row['label']} -> {result.label} ({result.reason}): {row['ua']}")
+        scores[row["label"]] = (right, total + 1, misses)
+    return scores
+
+
+def assert_targets(path: Path) -> None:
+    scores = accuracy_by_class(path)
+    for label, target in TARGETS.items():
+        right, total, misses = scores[label]
+        assert right / total >= target, f"{label}: {right}/{total} below {target}\n" + "\n".join(misses[:20])
+
+
+def test_accuracy_on_the_project_sample() -> None:
+    assert_targets(SAMPLE)
+
+
+@pytest.mark.skipif(not DEV_SET.exists(), reason=f"{DEV_SET} is absent (it lives beside the repository)")
+def test_accuracy_on_the_dev_set() -> None:
+    assert_targets(DEV_SET)
+
+
+def test_in_app_browsers_are_people_and_named() -> None:
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
+    in_app = [row for row in rows if any(tag.startswith("in_app:") for tag in row.get("tags", []))]
+    assert len(in_app) > 50
+    for row in in_app:
+        c = clf.classify(row["ua"])
+        assert c.label == "human", row["ua"]
+        assert c.device in {"mobile", "tablet"}, row["ua"]
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        (IPHONE, ("Mobile Safari", "17", "iOS", "17", "mobile")),
+        (CHROME, ("Chrome", "126", "Windows", "10", "desktop")),
+        (
+            "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/124.0.0.0 Safari/537.36",
+            ("Chrome", "124", "Android", "13", "tablet"),
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 6.1; Win64; x64; rv:115.0) Gecko/20100101 Firefox/115.0",
+            ("Firefox", "115", "Windows", "7", "desktop"),
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+            ("Edge", "131", "macOS", "10", "desktop"),
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 "
+            "Chrome/122.0.0.0 Mobile Safari/537.36",
+            ("Samsung Internet", "26", "Android", "14", "mobile"),
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Mobile/15E148 [FBAN/FBIOS;FBAV/450.0.0.38.108;FBBV/590000000;FBDV/iPhone14,7]",
+            ("Facebook", "450", "iOS", "17", "mobile"),
+        ),
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", (None, None, None, None, "bot")),
+        ("", (None, None, None, None, "other")),
+    ],
+)
+def test_parse_user_agent(ua: str, expected: tuple[str | None, ...]) -> None:
+    parsed = parse_user_agent(ua)
+    assert (parsed.browser, parsed.browser_version, parsed.os, parsed.os_version, parsed.device) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.none()), st.sampled_from(["GET", "HEAD", "", "POST", "gEt"]))
+def test_never_raises_for_any_user_agent(ua: str | bytes | None, method: str) -> None:
+    c = clf.classify(ua, method=method, headers=[(b"accept", b"*/*")])
+    assert c.label in {"human", "preview", "bot"}
+    assert c.device in {"mobile", "tablet", "desktop", "bot", "other"}
+    assert c.reason == "human" or c.reason.startswith(f"{c.label}:")

@@ -158,8 +158,13 @@ impl UserAgent {
 /// assert_eq!((ua.browser(), ua.os(), ua.device()), (Some("Chrome"), Some("Windows"), Device::Desktop));
 /// assert_eq!(ua.os_version().unwrap().as_str(), "7");
 /// assert_eq!(parse_user_agent("curl/8.5.0").device(), Device::Bot);
+/// assert_eq!(parse_user_agent("").device(), Device::Other);
 /// ```
 pub fn parse_user_agent(ua: &str) -> UserAgent {
+    let ua = ua.trim();
+    if ua.is_empty() {
+        return UserAgent::UNKNOWN;
+    }
     let analysis = analyse(ua.as_bytes());
     let mut parsed = analysis.user_agent;
     if !matches!(analysis.verdict, Verdict::Human) {
