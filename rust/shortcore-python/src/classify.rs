@@ -302,21 +302,13 @@ impl OwnedRequest {
     }
 
     fn classify(&self, classifier: Classifier) -> shortcore::Classification {
+        // No `ua` (or `None`): the User-Agent header speaks, as in the single call.
         let request = Request {
-            user_agent: Some(self.user_agent.as_deref().unwrap_or_default()),
+            user_agent: self.user_agent.as_deref(),
             method: &self.method,
             headers: self.headers.borrowed(),
             seconds_since_send: self.seconds_since_send,
             ip: self.ip.as_deref(),
-        };
-        // No `ua` key: let the User-Agent header speak, as the single call does.
-        let request = if self.user_agent.is_none() {
-            Request {
-                user_agent: None,
-                ..request
-            }
-        } else {
-            request
         };
         classifier.classify(&request)
     }
