@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -57,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--api-key", default=os.environ.get("SHORTCORE_API_KEY"), help="default $SHORTCORE_API_KEY")
     create.set_defaults(handler=_campaign_create)
+
+    classify = commands.add_parser(
+        "classify",
+        help="classify requests given as JSON lines: human, preview or bot",
+        description='Reads JSON lines {"ua": ..., "headers": {...}, "method": ..., "seconds_since_send": ...} '
+        '(only "ua" required) from FILE or stdin and writes one JSON line {"class", "reason", "browser", "os", '
+        '"device"} per input line, in order. A line that cannot be read gets {"error": ...}.',
+    )
+    classify.add_argument("file", nargs="?", default="-", metavar="FILE", help="JSON lines to read; - for stdin")
+    classify.add_argument(
+        "--too-soon",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="requests sooner than this after delivery are bots (default 2)",
+    )
+    classify.set_defaults(handler=_classify)
     return parser
 
 
@@ -142,6 +160,38 @@ def _sms(args: argparse.Namespace) -> int:
     print(f"before: {describe(message.before)}")
     print(f"after:  {describe(message.after)}")
     print(message.text)
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from shortcore import InvalidArgumentError
+    from shortcore.classify import Classifier, classify_jsonl
+
+    try:
+        classifier = Classifier() if args.too_soon is None else Classifier(args.too_soon)
+        source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except InvalidArgumentError as error:
+        print(f"shortcore classify: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"shortcore classify: {error.strerror}: {args.file}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    try:
+        with source:
+            # One line at a time when a person types them, in chunks otherwise.
+            for chunk in classify_jsonl(classifier, source, chunk=1 if source.isatty() else 4096):
+                out.write(chunk)
+                out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        sys.stdout = None
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"shortcore classify: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

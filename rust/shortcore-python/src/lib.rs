@@ -4,6 +4,7 @@
 // PyO3 extracts arguments as owned values; borrowing them is not an option here.
 #![allow(clippy::needless_pass_by_value)]
 
+mod classify;
 mod errors;
 mod links;
 mod phones;
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     links::register(m)?;
     phones::register(m)?;
     sms::register(m)?;
+    classify::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.
     m.add(

@@ -1,6 +1,8 @@
 //! shortcore's core: everything on the hot paths of an SMS link-tracking engine, in pure Rust.
 //!
 //! * [`tokens`] — short-link tokens, a keyed format-preserving permutation of sequence numbers.
+//! * [`classify`] — request classification: a person's click, a link preview, or a bot.
+//! * [`useragent`] — user-agent parsing: browser, OS and device.
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
 //! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
@@ -19,14 +21,21 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod classify;
 mod error;
 pub mod links;
+mod patterns;
 pub mod phones;
 pub mod sms;
 pub mod tokens;
+pub mod useragent;
 
+pub use classify::{
+    Classification, Classifier, Header, Label, OwnedHeaders, Request, RequestHeaders, CLASSIFIER_HEADERS,
+};
 pub use error::{Error, Result};
 pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
 pub use phones::{PhoneError, PhoneNormalizer};
 pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
+pub use useragent::{parse_user_agent, Device, UserAgent, Version};
