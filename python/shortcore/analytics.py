@@ -54,6 +54,10 @@ class Migration:
 # Ordering keys start with the campaign, so every per-campaign query reads one contiguous range;
 # monthly partitions keep old data cheap to drop. ReplacingMergeTree collapses replays of the same
 # event id or message row; reads that must be exact before merges use FINAL or count distinct ids.
+# Events: ``class``/``reason`` are the final verdict, ``edge_class``/``edge_reason`` the edge's;
+# the sink re-inserts an event with a higher ``revision`` when a sequence rule reclassifies it
+# (the row with the highest revision wins), and the insert deduplication window drops a batch
+# replayed whole. See docs/analytics.md.
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -106,6 +110,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 event_id UUID,
                 time DateTime64(3, 'UTC'),
                 type LowCardinality(String),
+                outcome LowCardinality(String),
                 account String,
                 campaign_id String,
                 domain LowCardinality(String),
@@ -114,6 +119,8 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 link_index Int32 DEFAULT -1,
                 class LowCardinality(String),
                 reason LowCardinality(String),
+                edge_class LowCardinality(String),
+                edge_reason LowCardinality(String),
                 method LowCardinality(String),
                 ip String,
                 user_agent String,
@@ -129,10 +136,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 event_name LowCardinality(String),
                 value Decimal(18, 4),
                 currency LowCardinality(String),
-                order_id String
-            ) ENGINE = ReplacingMergeTree
+                order_id String,
+                page String,
+                revision UInt8,
+                ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
+                INDEX event_id_bloom event_id TYPE bloom_filter GRANULARITY 4
+            ) ENGINE = ReplacingMergeTree(revision)
             PARTITION BY toYYYYMM(time)
             ORDER BY (campaign_id, time, event_id)
+            SETTINGS non_replicated_deduplication_window = 1000
             """,
         ),
     ),
