@@ -75,7 +75,9 @@ class Settings:
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         ):
-            raise ConfigError(f"SHORTCORE_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
+            raise ConfigError(
+                f"SHORTCORE_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}"
+            )
 
     @property
     def effective_clickhouse_url(self) -> str:

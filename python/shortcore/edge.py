@@ -1,0 +1,497 @@
+"""The edge: ``GET``/``HEAD /{token}``, the conversion pixel ``GET /c_t``, ``/healthz`` and ``/metrics``.
+
+The two public hot paths are plain ASGI functions read top to bottom — decode → route → classify
+→ event → respond — that :class:`EdgeApp` calls directly; ``/healthz``, ``/metrics`` and the
+lifespan go to a small Starlette app. No response leaves before its event is held by Redis (or,
+while Redis is unreachable, by the spool): see :mod:`shortcore.events` and ``DESIGN.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import orjson
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shortcore import metrics
+from shortcore.classify import CLASSIFIER_HEADERS, Classifier
+from shortcore.config import Settings
+from shortcore.events import EVENT_VERSION, EventIds, EventSpool, EventWriter
+from shortcore.routing import CLICK_PARAM, MISS, Campaign, Domain, RouteCache, normalize_host
+from shortcore.store import AnyRedis, EmbeddedStore, connect, is_cluster_url, redacted
+from shortcore.tokens import TokenCodec
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PIXEL_GIF: Final = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NOT_FOUND_PAGE: Final = (
+    b"<!doctype html><meta charset=utf-8><title>Link not found</title><p>This link does not exist or has expired.</p>\n"
+)
+UNAVAILABLE_PAGE: Final = (
+    b"<!doctype html><meta charset=utf-8><title>Try again</title><p>Please try again shortly.</p>\n"
+)
+TOO_MANY_PAGE: Final = b"<!doctype html><meta charset=utf-8><title>Too many requests</title><p>Slow down.</p>\n"
+
+MAX_TOKEN_IN_EVENT: Final = 64
+MAX_HEADER_IN_EVENT: Final = 1024
+MAX_PARAM: Final = 256
+# Paths browsers and crawlers ask for on their own: answered 404, no event, no probing strike.
+IGNORED_PATHS: Final = frozenset({b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon.png"})
+
+_CLASSIFIER_HEADERS: Final = frozenset(h.encode() for h in CLASSIFIER_HEADERS)
+_NO_CACHE: Final = (b"cache-control", b"private, no-store")
+_HTML: Final = (b"content-type", b"text/html; charset=utf-8")
+
+
+class UnknownTokenLimiter:
+    """Per-client token bucket over unknown or malformed tokens: ``per_minute`` strikes, refilled
+    continuously. A client with an empty bucket gets 429 for every token until it refills."""
+
+    MAX_CLIENTS: Final = 100_000
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _level(self, client: str, now: float) -> float:
+        entry = self._buckets.get(client)
+        if entry is None:
+            return self.capacity
+        level, at = entry
+        return min(self.capacity, level + (now - at) * self.rate)
+
+    def blocked(self, client: str, now: float) -> bool:
+        return self.capacity > 0 and client in self._buckets and self._level(client, now) < 1.0
+
+    def strike(self, client: str, now: float) -> None:
+        if self.capacity <= 0:
+            return
+        if len(self._buckets) >= self.MAX_CLIENTS:
+            self._buckets = {k: v for k, v in self._buckets.items() if self._level(k, now) < self.capacity}
+            if len(self._buckets) >= self.MAX_CLIENTS:
+                self._buckets.clear()
+        self._buckets[client] = (self._level(client, now) - 1.0, now)
+
+
+class EdgeState:
+    """What the edge holds while it runs; built in the lifespan, never at import."""
+
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.redis: AnyRedis = connect(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.cache = RouteCache(self.redis)
+        self.writer = EventWriter(
+            redis_url,
+            EventSpool(settings.data_dir / "spool"),
+            timeout=settings.event_timeout,
+            cluster_client=self.redis if is_cluster_url(redis_url) else None,
+        )
+        secret = settings.token_secret()
+        self.codecs = {length: TokenCodec(secret, length) for length in range(6, 13)}
+        self.classifier = Classifier(settings.too_soon_seconds)
+        self.ids = EventIds()
+        self.stats = metrics.EdgeStats()
+        self.limiter = UnknownTokenLimiter(settings.unknown_token_limit)
+        self.proxy_header = settings.trusted_proxy_header.lower().encode() if settings.trusted_proxy_header else None
+        self.cookie_tail = f"; Max-Age={settings.cookie_days * 86400}; Path=/; Secure; HttpOnly; SameSite=None"
+        self.default_domain: Domain | None = None
+        if settings.base_url:
+            host = settings.base_url.split("://", 1)[-1].split("/", 1)[0]
+            self.default_domain = Domain(host=normalize_host(host))
+        self.stats_dir = metrics.StatsDirectory(settings.data_dir / "metrics")
+        self.collector = metrics.EdgeCollector(self.snapshot, self.stats_dir)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.stats.snapshot(self.writer, len(self.cache))
+
+    async def start(self) -> None:
+        self.writer.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.cache.watch(), name="shortcore-routing-watch"))
+        self._tasks.append(loop.create_task(self._publish_stats(), name="shortcore-stats"))
+
+    async def _publish_stats(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                self.stats_dir.write(self.snapshot())
+            await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.writer.aclose()
+        self.stats_dir.remove()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+
+    # -- request helpers -----------------------------------------------------------------------
+
+    def client_ip(self, scope: Scope, proxied: bytes | None) -> str:
+        if proxied:
+            value = proxied.decode("latin-1")
+            if self.proxy_header == b"x-forwarded-for":
+                # The last address is the one our proxy saw; earlier ones are the client's word.
+                value = value.rsplit(",", 1)[-1]
+            value = value.strip()
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(value))
+        client = scope.get("client")
+        return str(client[0]) if client else ""
+
+    async def domain_for(self, host: str) -> Domain | None:
+        found = self.cache.domain(host, time.monotonic())
+        if found is MISS:
+            try:
+                found = await self.cache.load_domain(host)
+            except (RedisError, OSError):
+                found = None
+        if found is None:
+            return self.default_domain
+        assert isinstance(found, Domain)
+        return found
+
+    async def route(self, seq: int, now: float) -> Campaign | str | None:
+        """The campaign of ``seq``, None when it has none, or "unavailable" when only an
+        unreachable Redis could tell."""
+        found = self.cache.find(seq, now)
+        if found is MISS:
+            try:
+                found = await self.cache.load(seq)
+            except (RedisError, OSError):
+                return "unavailable"
+        assert found is None or isinstance(found, Campaign)
+        return found
+
+    async def record(self, event: dict[str, Any]) -> bool:
+        """Hands the event to the group-commit writer and waits until it is held."""
+        return await self.writer.submit(orjson.dumps(event))
+
+
+def _text(value: bytes, limit: int = MAX_HEADER_IN_EVENT) -> str:
+    return value[:limit].decode("utf-8", "replace")
+
+
+def _split_headers(
+    headers: list[tuple[bytes, bytes]], proxy_header: bytes | None
+) -> tuple[bytes, bytes, bytes, dict[str, str], bytes | None]:
+    """One pass over the request headers: user agent, host, cookie, the classifier's headers
+    (for the event) and the trusted proxy header."""
+    ua = host = cookie = b""
+    kept: dict[str, str] = {}
+    proxied = None
+    for name, value in headers:
+        if name == b"user-agent":
+            ua = value
+        elif name == b"host":
+            host = value
+        elif name == b"cookie":
+            cookie = value
+        if name in _CLASSIFIER_HEADERS and name != b"user-agent":
+            kept[name.decode("latin-1")] = _text(value)
+        if name == proxy_header:
+            proxied = value
+    return ua, host, cookie, kept, proxied
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, head: bool) -> None:
+    headers.append((b"content-length", b"%d" % len(body)))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _not_found(send: Send, domain: Domain | None, head: bool) -> int:
+    if domain is not None and domain.fallback_url:
+        await _respond(send, 302, [(b"location", domain.fallback_url.encode()), _NO_CACHE], b"", head)
+        return 302
+    await _respond(send, 404, [_HTML, _NO_CACHE], NOT_FOUND_PAGE, head)
+    return 404
+
+
+async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
+    """``GET``/``HEAD /{token}``."""
+    now = time.time()
+    mono = time.monotonic()
+    method: str = scope["method"]
+    head = method == "HEAD"
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    if raw_path in IGNORED_PATHS:
+        await _respond(send, 404, [_HTML, _NO_CACHE], NOT_FOUND_PAGE, head)
+        return
+    token = raw_path[1:]
+    if token.endswith(b"/"):
+        token = token[:-1]
+    ua, host_raw, _, kept, proxied = _split_headers(scope["headers"], st.proxy_header)
+    ip = st.client_ip(scope, proxied)
+    host = normalize_host(_text(host_raw, 256))
+
+    # Decode and route.
+    campaign: Campaign | None = None
+    recipient = link = -1
+    if method not in ("GET", "HEAD"):
+        outcome = "method"
+    elif st.limiter.blocked(ip, mono):
+        outcome = "limited"
+    else:
+        codec = st.codecs.get(len(token))
+        seq = codec.decode(token) if codec is not None else None
+        if seq is None:
+            outcome = "malformed"
+        else:
+            found = await st.route(seq, mono)
+            if isinstance(found, Campaign) and found.token_length == len(token):
+                campaign = found
+                recipient, link = campaign.locate(seq)
+                outcome = "expired" if campaign.expired(now) else "ok"
+            else:
+                outcome = "unavailable" if found == "unavailable" else "unknown"
+        if outcome in ("malformed", "unknown"):
+            st.limiter.strike(ip, mono)
+
+    # Classify: the one call into the classifier on this path.
+    since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
+    verdict = st.classifier.classify(ua, method, scope["headers"], since_send, ip or None)
+
+    # Event, held by Redis (or the spool) before we answer.
+    event_id = st.ids.new(now)
+    click_id = event_id if outcome == "ok" else ""
+    status = 302 if outcome == "ok" else 0
+    event = {
+        "v": EVENT_VERSION,
+        "event_id": event_id,
+        "time": int(now * 1000),
+        "type": "click",
+        "outcome": outcome,
+        "account": campaign.account if campaign else "",
+        "campaign_id": campaign.id if campaign else "",
+        "domain": campaign.domain if campaign else host,
+        "token": _text(token, MAX_TOKEN_IN_EVENT),
+        "recipient_index": recipient,
+        "link_index": link,
+        "class": verdict.label,
+        "reason": verdict.reason,
+        "browser": verdict.browser or "",
+        "os": verdict.os or "",
+        "device": verdict.device,
+        "method": method[:16],
+        "ip": ip,
+        "user_agent": _text(ua),
+        "headers": kept,
+        "click_id": click_id,
+    }
+    held = await st.record(event)
+    st.stats.requests[("click", outcome, verdict.label)] += 1
+
+    # Respond.
+    if not held:
+        await _respond(send, 503, [_HTML, _NO_CACHE, (b"retry-after", b"5")], UNAVAILABLE_PAGE, head)
+    elif outcome == "ok":
+        assert campaign is not None
+        location = campaign.targets[link].location(click_id if campaign.click_param else None)
+        headers = [
+            (b"location", location.encode()),
+            (b"set-cookie", f"{CLICK_PARAM}={click_id}{st.cookie_tail}".encode()),
+            _NO_CACHE,
+        ]
+        await _respond(send, status, headers, b"", head)
+    elif outcome == "limited":
+        st.stats.rate_limited += 1
+        await _respond(send, 429, [_HTML, _NO_CACHE, (b"retry-after", b"60")], TOO_MANY_PAGE, head)
+    elif outcome == "method":
+        await _respond(send, 405, [_HTML, (b"allow", b"GET, HEAD")], b"Method not allowed\n", head)
+    else:
+        domain = await st.domain_for(host)
+        if outcome == "unavailable" and (domain is None or not domain.fallback_url):
+            await _respond(send, 503, [_HTML, _NO_CACHE, (b"retry-after", b"5")], UNAVAILABLE_PAGE, head)
+        else:
+            await _not_found(send, domain, head)
+
+
+def _number(raw: str) -> float | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and abs(value) < 1e14 else None
+
+
+def _cookie(cookie: bytes, name: bytes) -> bytes:
+    for part in cookie.split(b";"):
+        key, _, value = part.strip().partition(b"=")
+        if key == name:
+            return value.strip().strip(b'"')
+    return b""
+
+
+async def handle_pixel(st: EdgeState, scope: Scope, send: Send) -> None:
+    """``GET /c_t?cid=…[&event=&value=&currency=&order_id=&click=]``: always the GIF."""
+    now = time.time()
+    method: str = scope["method"]
+    ua, host_raw, cookie, kept, proxied = _split_headers(scope["headers"], st.proxy_header)
+    ip = st.client_ip(scope, proxied)
+    params: dict[str, str] = {}
+    with contextlib.suppress(ValueError):
+        query = scope.get("query_string", b"").decode("latin-1")
+        for key, value in parse_qsl(query, keep_blank_values=True, max_num_fields=64):
+            params.setdefault(key[:32], value[:MAX_PARAM])
+    raw_value = params.get("value", "")
+    value = _number(raw_value) if raw_value else None
+    cookie_click = _text(_cookie(cookie, CLICK_PARAM.encode()), MAX_PARAM)
+    click_param = params.get("click", "")
+    verdict = st.classifier.classify(ua, method, scope["headers"], None, ip or None)
+    outcome = "ok" if params.get("cid") else "no-cid"
+    event = {
+        "v": EVENT_VERSION,
+        "event_id": st.ids.new(now),
+        "time": int(now * 1000),
+        "type": "conversion",
+        "outcome": outcome,
+        "account": "",
+        "campaign_id": "",
+        "domain": normalize_host(_text(host_raw, 256)),
+        "token": "",
+        "recipient_index": -1,
+        "link_index": -1,
+        "class": verdict.label,
+        "reason": verdict.reason,
+        "browser": verdict.browser or "",
+        "os": verdict.os or "",
+        "device": verdict.device,
+        "method": method[:16],
+        "ip": ip,
+        "user_agent": _text(ua),
+        "headers": kept,
+        # The click a conversion belongs to: the explicit parameter, else the cookie.
+        "click_id": click_param or cookie_click,
+        "click_param": click_param,
+        "click_cookie": cookie_click,
+        "conversion_tag": params.get("cid", ""),
+        "event_name": params.get("event", ""),
+        "value": value,
+        "value_raw": raw_value if value is None else "",
+        "currency": params.get("currency", "")[:16],
+        "order_id": params.get("order_id", ""),
+        "page": _text(next((v for k, v in scope["headers"] if k == b"referer"), b""), MAX_HEADER_IN_EVENT),
+    }
+    await st.record(event)
+    st.stats.requests[("conversion", outcome, verdict.label)] += 1
+    headers = [(b"content-type", b"image/gif"), (b"cache-control", b"no-store, max-age=0"), (b"expires", b"0")]
+    await _respond(send, 200, headers, PIXEL_GIF, method == "HEAD")
+
+
+class EdgeApp:
+    """The ASGI application of the edge. The token and pixel paths are handled directly; the rest
+    (``/healthz``, ``/metrics``, lifespan) by a Starlette app."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.state: EdgeState | None = None
+        self._embedded: EmbeddedStore | None = None
+        self.starlette = Starlette(
+            routes=[Route("/healthz", self.healthz), Route("/metrics", self.metrics)],
+            lifespan=self._lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[EdgeState]:
+        """Starts the edge's resources (and an embedded store when no Redis URL is configured)."""
+        url = self.settings.redis_url
+        if url is None:
+            self._embedded = EmbeddedStore(self.settings.data_dir)
+            url = await asyncio.to_thread(self._embedded.start)
+        state = EdgeState(self.settings, url)
+        await state.start()
+        self.state = state
+        try:
+            yield state
+        finally:
+            self.state = None
+            await state.stop()
+            if self._embedded is not None:
+                await asyncio.to_thread(self._embedded.stop)
+                self._embedded = None
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        async with self.running():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.state is not None:
+            path = scope["path"]
+            try:
+                if path == "/c_t":
+                    await handle_pixel(self.state, scope, send)
+                    return
+                if path != "/healthz" and path != "/metrics":
+                    await handle_redirect(self.state, scope, send)
+                    return
+            except Exception:
+                log.exception("edge request failed")
+                with contextlib.suppress(Exception):
+                    await _respond(send, 503, [_HTML, _NO_CACHE], UNAVAILABLE_PAGE, False)
+                return
+        await self.starlette(scope, receive, send)
+
+    async def healthz(self, request: Request) -> Response:
+        st = self.state
+        if st is None:
+            return Response(orjson.dumps({"status": "starting"}), 503, media_type="application/json")
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(st.redis.ping(), 1.0)
+            store_up, ping_ms = True, round((time.perf_counter() - started) * 1000, 3)
+        except (RedisError, OSError, TimeoutError):
+            store_up, ping_ms = False, None
+        body = {
+            "status": "ok" if store_up else "degraded",
+            "store": {
+                "up": store_up,
+                "ping_ms": ping_ms,
+                "url": redacted(st.redis_url),
+            },
+            "events": {
+                "stream_up": st.writer.up,
+                "committed": st.writer.committed,
+                "spooled": st.writer.spooled,
+                "replayed": st.writer.replayed,
+                "spool_pending": st.writer.spool.pending,
+            },
+            "routing": {"cached_campaigns": len(st.cache), "following_updates": st.cache.connected},
+        }
+        return Response(orjson.dumps(body), 200, media_type="application/json", headers={"cache-control": "no-store"})
+
+    async def metrics(self, request: Request) -> Response:
+        st = self.state
+        if st is None:
+            return Response(b"", 503)
+        return Response(metrics.render(st.collector), 200, media_type=metrics.CONTENT_TYPE)
+
+
+def create_app(settings: Settings | None = None) -> EdgeApp:
+    """The edge application; ``uvicorn --factory shortcore.edge:create_app`` runs it."""
+    return EdgeApp(settings)
