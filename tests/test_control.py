@@ -254,3 +254,34 @@ def test_openapi_is_valid_and_matches_the_routes(app_client: TestClient) -> None
         for method in (route.methods or set()) - {"HEAD"}
     }
     assert documented == served
+
+
+def test_transactional_message(app_client: TestClient, key: str) -> None:
+    response = app_client.post(
+        "/api/v1/messages",
+        json={"to": "0151 23456789", "id": 42, "text": "Your order ships: https://shop.example/track/123"},
+        headers=auth(key),
+    )
+    assert response.status_code == 201, response.text
+    row = response.json()
+    assert row["phone"] == "+4915123456789" and row["id"] == "42"
+    assert row["text"] == f"Your order ships: {row['links'][0]}"
+    assert row["segments"] == 1 and row["encoding"] == "GSM-7"
+    campaign = app_client.get(f"/api/v1/campaigns/{row['campaign_id']}", headers=auth(key)).json()
+    assert campaign["recipients"] == 1 and campaign["destinations"] == ["https://shop.example/track/123"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"text": TEXT}, "invalid_field"),
+        ({"to": 4915123456789, "text": TEXT}, "invalid_field"),
+        ({"to": "nope", "text": TEXT}, "no_recipients"),
+        ({"to": PHONE, "text": "no link"}, "invalid_field"),
+        ({"to": PHONE, "text": TEXT, "id": [1]}, "invalid_field"),
+    ],
+)
+def test_transactional_message_bad_input(app_client: TestClient, key: str, body: dict[str, Any], code: str) -> None:
+    response = app_client.post("/api/v1/messages", json=body, headers=auth(key))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code

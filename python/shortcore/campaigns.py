@@ -172,7 +172,10 @@ class MessageBatches:
         self.totals = MessageTotals()
         self._next_index = 0
 
-    def render(self, recipients: Sequence[Recipient]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    def render(
+        self, recipients: Sequence[Recipient], with_rows: bool = True
+    ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+        """The batch's columns for the messages table and, ``with_rows``, its output rows."""
         campaign = self._campaign
         first = self._next_index
         rendered: list[RenderedMessage] = self._template.render_recipients(
@@ -200,7 +203,9 @@ class MessageBatches:
             [campaign.sent_at] * n,
             [now] * n,
         ]
-        rows = [message_row(r, m, before.segments) for r, m in zip(recipients, rendered, strict=True)]
+        rows = (
+            [message_row(r, m, before.segments) for r, m in zip(recipients, rendered, strict=True)] if with_rows else []
+        )
         totals = self.totals
         totals.messages += n
         totals.segments += sum(columns[11])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 Handler = Callable[[argparse.Namespace], int]
+OnReady = Callable[[str, str], None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +76,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests sooner than this after delivery are bots (default 2)",
     )
     classify.set_defaults(handler=_classify)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the edge (redirects, pixel, healthz, metrics) on the embedded stores unless URLs are given",
+        description="Runs shortcore. With no SHORTCORE_REDIS_URL it starts a Valkey/Redis server of its own "
+        "(files in the data directory, AOF on) and stops it on exit. Each flag overrides its SHORTCORE_* variable.",
+    )
+    _add_serve_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start like serve, create a demo account and campaign, print its API key and links",
+        description="Starts shortcore like `serve` (embedded stores unless URLs are given), creates a demo "
+        "account and a three-recipient campaign, and prints the API key, the personalised messages and "
+        "clickable short links (on the local edge unless --base-url is given).",
+    )
+    _add_serve_arguments(demo)
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="where the embedded stores keep their files (default ./.shortcore)")
+    parser.add_argument("--redis-url", help="redis://, rediss://, unix:// or redis+cluster:// URL; unset = embedded")
+    parser.add_argument("--clickhouse-url", help="chdb:///path or http(s)://user:pass@host:8123/db")
+    parser.add_argument("--secret", help="the key behind tokens (default: generated once, kept in the data dir)")
+    parser.add_argument("--base-url", help="the default short domain, e.g. https://ul.example")
+    parser.add_argument("--trusted-proxy-header", help="header your proxy sets with the client address")
+    parser.add_argument("--unknown-token-limit", type=int, help="unknown tokens a client may try per minute (0: off)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="edge worker processes (default %(default)s)")
+    parser.add_argument("--control-port", type=int, help="port of the control API (default: --port + 1)")
+    parser.add_argument(
+        "--server", choices=["uvicorn", "granian"], default="uvicorn", help="ASGI server (default %(default)s)"
+    )
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -110,9 +147,7 @@ def _campaign_create(args: argparse.Namespace) -> int:
     )
     try:
         with (
-            Progress(
-                *columns, DownloadColumn(), MofNCompleteColumn(), transient=True, console=Console(stderr=True)
-            ) as bar,
+            Progress(*columns, transient=True, console=Console(stderr=True)) as bar,
             args.out.open("wb") if args.out else open(os.devnull, "wb") as out,
         ):
             upload = bar.add_task("upload", total=size)
@@ -133,6 +168,39 @@ def _campaign_create(args: argparse.Namespace) -> int:
     if args.out:
         print(f"messages    {args.out}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shortcore.demo import announce
+
+    if not args.base_url and not os.environ.get("SHORTCORE_BASE_URL"):
+        args.base_url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
+    return _serve(args, on_ready=announce)
+
+
+def _serve(args: argparse.Namespace, on_ready: OnReady | None = None) -> int:
+    from shortcore.config import ConfigError
+    from shortcore.serve import serve
+
+    try:
+        return serve(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            server=args.server,
+            control_port=args.control_port,
+            on_ready=on_ready,
+            data_dir=args.data_dir,
+            redis_url=args.redis_url,
+            clickhouse_url=args.clickhouse_url,
+            secret=args.secret,
+            base_url=args.base_url,
+            trusted_proxy_header=args.trusted_proxy_header,
+            unknown_token_limit=args.unknown_token_limit,
+        )
+    except ConfigError as error:
+        print(f"shortcore serve: {error}", file=sys.stderr)
+        return 2
 
 
 def _sms(args: argparse.Namespace) -> int:
