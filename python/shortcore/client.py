@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
+import httpx2 as httpx
 import orjson
 
 CHUNK = 256 * 1024

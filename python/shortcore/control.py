@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import io
 import re
 import secrets
@@ -33,7 +34,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from shortcore import accounts, routing
+from shortcore import accounts, conversions, routing, webhooks
 from shortcore.accounts import Account
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.campaigns import (
@@ -46,12 +47,15 @@ from shortcore.campaigns import (
     rejection_report,
 )
 from shortcore.config import Settings
+from shortcore.events import EVENT_VERSION, EventIds
+from shortcore.events import STREAM_KEY as EVENTS_STREAM
 from shortcore.openapi import openapi_document
 from shortcore.phones import PhoneNormalizer
 from shortcore.recipients import RecipientReader, RecipientsError
 from shortcore.routing import RoutingError
 from shortcore.store import AnyRedis
 from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
+from shortcore.webhooks import WebhookService, WebhookSettings
 
 RENDER_BATCH: Final = 20_000
 MESSAGES_PAGE: Final = 50_000
@@ -652,6 +656,193 @@ MESSAGES_CSV_COLUMNS: Final = (
 )
 
 
+# -- conversions and webhooks ------------------------------------------------------------------
+
+CONVERSION_FIELDS: Final = frozenset(
+    {"click_id", "token", "phone", "phone_sha256", "event", "value", "currency", "order_id", "time"}
+)
+#: Order ids are remembered this long for idempotency.
+ORDER_TTL: Final = 400 * 86_400
+_event_ids: list[EventIds] = []
+
+
+def _new_event_id(now: float) -> str:
+    if not _event_ids:
+        _event_ids.append(EventIds())
+    return _event_ids[0].new(now)
+
+
+async def _token_recipient(state: ControlState, account: Account, token: str) -> tuple[str, int, int]:
+    """The campaign, recipient and link of one of the account's tokens."""
+    codec = TokenCodec(state.secret, len(token)) if 6 <= len(token) <= 12 else None
+    seq = codec.decode(token) if codec is not None else None
+    campaign = await routing.RouteCache(state.redis).load(seq) if seq is not None else None
+    if campaign is None or campaign.token_length != len(token) or seq is None:
+        raise ApiError(422, "unknown_token", "'token' is not a token of this deployment")
+    if campaign.account != account.id:
+        raise ApiError(422, "foreign_token", "'token' belongs to another account")
+    recipient, link = campaign.locate(seq)
+    return campaign.id, recipient, link
+
+
+async def _click_account(state: ControlState, click_id: str) -> str | None:
+    def query(client: Client) -> list[Any]:
+        return list(
+            client.query(
+                f"SELECT account FROM {DATABASE}.events WHERE event_id = %(id)s AND type = 'click' LIMIT 1",
+                parameters={"id": click_id},
+            ).result_rows
+        )
+
+    rows = await state.analytics.run(query)
+    return str(rows[0][0]) if rows else None
+
+
+async def record_conversion(request: Request) -> Response:
+    """A server-side conversion: into the event stream, attributed by the sink."""
+    account = await _account(request)
+    state = _state(request)
+    data = await _json_body(request)
+    unknown = sorted(set(data) - CONVERSION_FIELDS)
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}")
+    click_id, token = _opt(data, "click_id", str), _opt(data, "token", str)
+    phone, digest = _opt(data, "phone", str), _opt(data, "phone_sha256", str)
+    event_name = _opt(data, "event", str, "conversion")
+    currency, order_id = _opt(data, "currency", str), _opt(data, "order_id", str)
+    value = data.get("value")
+    problem = conversions.field_error(event_name, value, currency, order_id)
+    if problem:
+        raise ApiError(422, "invalid_field", problem)
+    if click_id is not None and not conversions.is_click_id(click_id):
+        raise ApiError(422, "invalid_field", "'click_id' must be the sc_click value (a UUID)")
+    if digest is not None:
+        digest = digest.lower()
+        if not conversions.is_phone_hash(digest):
+            raise ApiError(422, "invalid_field", "'phone_sha256' must be the hex SHA-256 of the E.164 number")
+    if phone is not None:
+        try:
+            digest = conversions.phone_hash(PhoneNormalizer(account.default_region).normalize(phone))
+        except ValueError:
+            raise ApiError(422, "invalid_field", "'phone' is not a valid phone number") from None
+    now = dt.datetime.now(dt.UTC).timestamp()
+    at = _time(data, "time") or now
+    if at > now + 300 or at < now - 90 * 86_400:
+        raise ApiError(422, "invalid_field", "'time' must be within the last 90 days")
+    via: tuple[str, int, int] | None = None
+    if token is not None:
+        via = await _token_recipient(state, account, token)
+    if click_id is not None:
+        owner = await _click_account(state, click_id)
+        if owner is not None and owner != account.id:
+            raise ApiError(422, "foreign_click", "'click_id' is a click of another account")
+    event_id = _new_event_id(now)
+    if order_id:
+        order_key = f"sc:order:{account.id}:{hashlib.sha256(order_id.encode()).hexdigest()}"
+        if not await state.redis.set(order_key, event_id, nx=True, ex=ORDER_TTL):
+            first = await state.redis.get(order_key)
+            first_id = first.decode() if isinstance(first, bytes) else str(first)
+            return JSONResponse({"id": first_id, "status": "duplicate", "order_id": order_id})
+    event = {
+        "v": EVENT_VERSION,
+        "event_id": event_id,
+        "time": int(at * 1000),
+        "type": "conversion",
+        "source": "api",
+        "outcome": "unattributed",
+        "account": account.id,
+        "campaign_id": "",
+        "recipient_index": -1,
+        "link_index": -1,
+        "class": "human",
+        "reason": "api",
+        "click_id": click_id or "",
+        "token": token or "",
+        "via_campaign": via[0] if via else "",
+        "via_recipient": via[1] if via else -1,
+        "phone_hash": digest or "",
+        "event_name": event_name,
+        "value": float(value) if value is not None else None,
+        "currency": currency or "",
+        "order_id": order_id or "",
+    }
+    await state.redis.xadd(EVENTS_STREAM, {"e": orjson.dumps(event)})
+    return JSONResponse({"id": event_id, "status": "accepted", "order_id": order_id}, status_code=202)
+
+
+async def conversion_tag(request: Request) -> Response:
+    account = await _account(request)
+    state = _state(request)
+    tag = conversions.conversion_tag(state.secret, account.id)
+    base = (state.settings.base_url or "").rstrip("/")
+    return JSONResponse({"tag": tag, "pixel_url": f"{base}/c_t?cid={tag}", "script_url": f"{base}/c_t.js"})
+
+
+def _webhooks(request: Request) -> WebhookService:
+    service: WebhookService = request.app.state.webhooks
+    return service
+
+
+async def create_webhook(request: Request) -> Response:
+    account = await _account(request)
+    data = await _json_body(request)
+    unknown = sorted(set(data) - {"url", "events", "batch_size"})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}")
+    service = _webhooks(request)
+    try:
+        endpoint = await webhooks.create_endpoint(
+            service.redis,
+            service.sender.guard,
+            account.id,
+            data.get("url"),
+            data.get("events"),
+            data.get("batch_size", 1),
+        )
+    except webhooks.TargetRefused as error:
+        raise ApiError(422, "target_refused", str(error)) from None
+    except webhooks.WebhookError as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    service.sender.wake()
+    return JSONResponse({**endpoint.public(), "secret": endpoint.secret}, status_code=201)
+
+
+async def list_webhooks(request: Request) -> Response:
+    account = await _account(request)
+    found = await webhooks.list_endpoints(_state(request).redis, account.id)
+    return JSONResponse({"webhooks": [e.public() for e in found]})
+
+
+async def delete_webhook(request: Request) -> Response:
+    account = await _account(request)
+    if not await webhooks.delete_endpoint(_state(request).redis, account.id, request.path_params["webhook_id"]):
+        raise ApiError(404, "not_found", "no such webhook")
+    return Response(status_code=204)
+
+
+async def list_dead_letters(request: Request) -> Response:
+    account = await _account(request)
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ApiError(400, "invalid_parameter", "'limit' must be from 1 to 1000")
+    items = await _webhooks(request).sender.outbox.dead(account.id, int(raw_limit))
+    return JSONResponse({"dead_letters": items})
+
+
+async def replay_dead_letters(request: Request) -> Response:
+    account = await _account(request)
+    data = await _json_body(request)
+    ids = data.get("ids")
+    if ids is not None and (
+        not isinstance(ids, list) or len(ids) > 10_000 or not all(isinstance(i, str) and i for i in ids)
+    ):
+        raise ApiError(422, "invalid_field", "'ids' must be a list of dead-letter ids (or absent for all)")
+    service = _webhooks(request)
+    replayed = await service.sender.outbox.replay(account.id, ids)
+    service.sender.wake()
+    return JSONResponse({"replayed": replayed})
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -686,6 +877,13 @@ ROUTES: Final = (
     ("/api/v1/keys", create_key, ["POST"]),
     ("/api/v1/keys", list_keys, ["GET"]),
     ("/api/v1/keys/{key_id}", revoke_key, ["DELETE"]),
+    ("/api/v1/conversions", record_conversion, ["POST"]),
+    ("/api/v1/conversions/tag", conversion_tag, ["GET"]),
+    ("/api/v1/webhooks", create_webhook, ["POST"]),
+    ("/api/v1/webhooks", list_webhooks, ["GET"]),
+    ("/api/v1/webhooks/dead-letters", list_dead_letters, ["GET"]),
+    ("/api/v1/webhooks/dead-letters/replay", replay_dead_letters, ["POST"]),
+    ("/api/v1/webhooks/{webhook_id}", delete_webhook, ["DELETE"]),
 )
 
 
@@ -707,8 +905,13 @@ def create_control_app(
     redis: AnyRedis | None = None,
     analytics: AnalyticsStore | None = None,
     max_upload_bytes: int = 512 * 1024 * 1024,
+    webhook_settings: WebhookSettings | None = None,
+    send_webhooks: bool = False,
 ) -> Starlette:
-    """The control API. Resources are made in the lifespan unless given (tests give them)."""
+    """The control API. Resources are made in the lifespan unless given (tests give them).
+
+    With ``send_webhooks``, the webhook sender runs in this process (``shortcore serve``'s
+    control process)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -721,9 +924,16 @@ def create_control_app(
         client = redis if redis is not None else connect(settings.redis_url or "")
         store = analytics if analytics is not None else AnalyticsStore.open(settings.effective_clickhouse_url)
         app.state.control = ControlState(settings, client, store, settings.token_secret(), max_upload_bytes)
+        hooks = WebhookService(client, store, webhook_settings or WebhookSettings())
+        app.state.webhooks = hooks
+        stop_hooks = asyncio.Event()
+        sender = asyncio.create_task(hooks.run(stop_hooks), name="shortcore-webhooks") if send_webhooks else None
         try:
             yield
         finally:
+            stop_hooks.set()
+            if sender is not None:
+                await sender
             if own_analytics:
                 store.close()
             if own_redis:
@@ -738,4 +948,4 @@ def create_control_app(
 
 def app_from_env() -> Starlette:
     """The control app configured from ``SHORTCORE_*`` (for ``uvicorn --factory``)."""
-    return create_control_app(Settings.from_env())
+    return create_control_app(Settings.from_env(), webhook_settings=WebhookSettings.from_env(), send_webhooks=True)

@@ -10,7 +10,7 @@ import asyncio
 import os
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from shortcore import accounts
 from shortcore.store import connect

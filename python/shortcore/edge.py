@@ -28,6 +28,7 @@ from starlette.routing import Route
 from shortcore import metrics
 from shortcore.classify import CLASSIFIER_HEADERS, Classifier
 from shortcore.config import Settings
+from shortcore.conversions import CONVERSION_SCRIPT
 from shortcore.events import EVENT_VERSION, EventIds, EventSpool, EventWriter
 from shortcore.routing import CLICK_PARAM, MISS, Campaign, Domain, RouteCache, normalize_host
 from shortcore.store import AnyRedis, EmbeddedStore, connect, is_cluster_url, redacted
@@ -61,6 +62,11 @@ IGNORED_PATHS: Final = frozenset({b"/favicon.ico", b"/robots.txt", b"/apple-touc
 _CLASSIFIER_HEADERS: Final = frozenset(h.encode() for h in CLASSIFIER_HEADERS)
 _NO_CACHE: Final = (b"cache-control", b"private, no-store")
 _HTML: Final = (b"content-type", b"text/html; charset=utf-8")
+_SCRIPT_HEADERS: Final = (
+    (b"content-type", b"text/javascript; charset=utf-8"),
+    (b"cache-control", b"public, max-age=3600"),
+    (b"access-control-allow-origin", b"*"),
+)
 
 
 class UnknownTokenLimiter:
@@ -446,6 +452,9 @@ class EdgeApp:
             try:
                 if path == "/c_t":
                     await handle_pixel(self.state, scope, send)
+                    return
+                if path == "/c_t.js":
+                    await _respond(send, 200, list(_SCRIPT_HEADERS), CONVERSION_SCRIPT, scope["method"] == "HEAD")
                     return
                 if path != "/healthz" and path != "/metrics":
                     await handle_redirect(self.state, scope, send)

@@ -307,5 +307,111 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
                 }
             },
+            **_conversion_paths(auth),
+        },
+    }
+
+
+_CONVERSION = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "click_id": {"type": "string", "format": "uuid", "description": "The sc_click value of the visit"},
+        "token": {"type": "string", "description": "The short link's token"},
+        "phone": {"type": "string", "description": "The customer's phone number (E.164, or national)"},
+        "phone_sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256 of E.164"},
+        "event": {"type": "string", "maxLength": 64, "default": "conversion"},
+        "value": {"type": "number", "minimum": 0, "maximum": 1e12},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "order_id": {"type": "string", "maxLength": 128, "description": "Makes the call idempotent"},
+        "time": {"type": ["string", "number"], "description": "When it happened (default: now)"},
+    },
+}
+
+_WEBHOOK = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": "string"},
+        "events": {"type": "array", "items": {"type": "string", "enum": ["click", "view", "bot", "conversion"]}},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "created_at": {"type": "number"},
+        "secret": {"type": "string", "description": "Only in the answer to POST"},
+    },
+}
+
+
+def _conversion_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
+    return {
+        "/api/v1/conversions": {
+            "post": {
+                "summary": "Record a server-side conversion (attributed by the sink; idempotent on order_id)",
+                "security": auth,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _CONVERSION}}},
+                "responses": {
+                    "202": _json({"type": "object"}, "Accepted: attributed as it is stored"),
+                    "200": _json({"type": "object"}, "This order was recorded before (status duplicate)"),
+                    **_errors(400, 401, 413, 422),
+                },
+            }
+        },
+        "/api/v1/conversions/tag": {
+            "get": {
+                "summary": "The account's conversion tag, pixel and script URLs",
+                "security": auth,
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            }
+        },
+        "/api/v1/webhooks": {
+            "post": {
+                "summary": "Register an endpoint for tracking events (the secret is shown once)",
+                "security": auth,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["url"],
+                                "properties": {k: _WEBHOOK["properties"][k] for k in ("url", "events", "batch_size")},
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": _json(_WEBHOOK, "Created"), **_errors(400, 401, 422)},
+            },
+            "get": {
+                "summary": "The account's endpoints",
+                "security": auth,
+                "responses": {"200": _json({"type": "object"}), **_errors(401)},
+            },
+        },
+        "/api/v1/webhooks/{webhook_id}": {
+            "delete": {
+                "summary": "Remove an endpoint",
+                "security": auth,
+                "parameters": [_path_param("webhook_id")],
+                "responses": {"204": {"description": "Removed"}, **_errors(401, 404)},
+            }
+        },
+        "/api/v1/webhooks/dead-letters": {
+            "get": {
+                "summary": "Deliveries given up after the retries, newest first",
+                "security": auth,
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}}],
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401)},
+            }
+        },
+        "/api/v1/webhooks/dead-letters/replay": {
+            "post": {
+                "summary": "Send dead deliveries again (the ones listed in 'ids', or all)",
+                "security": auth,
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {"ids": {"type": "array"}}}}
+                    }
+                },
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 422)},
+            }
         },
     }

@@ -38,7 +38,7 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.classify import parse_user_agent
+from shortcore.conversions import Attribution
 from shortcore.store import AnyRedis
 
 log = logging.getLogger(__name__)
@@ -478,8 +479,9 @@ def is_connection_error(error: BaseException) -> bool:
 class EventInserter:
     """Turns a batch of stream entries into rows of ``events``; runs on the analytics thread."""
 
-    def __init__(self, settings: SinkSettings) -> None:
+    def __init__(self, settings: SinkSettings, attribution: Attribution | None = None) -> None:
         self.settings = settings
+        self.attribution = attribution or Attribution()
         self.rules = SequenceRules(settings)
         self.enricher = Enricher(settings)
         self.select = select_expressions(settings)
@@ -513,7 +515,7 @@ class EventInserter:
         enrich = self.enricher.enrich
         for row in rows:
             enrich(row)
-        attribute_conversions(client, rows)
+        self.attribution.attribute(client, rows)
         campaigns = {row.event["campaign_id"] for row in rows if row.event.get("campaign_id")}
         unknown = [c for c in campaigns if c not in self._links]
         if unknown and client is not None:
@@ -549,9 +551,7 @@ class EventInserter:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(body)
-                client.command(
-                    sql + f"file('{path}', 'JSONEachRow', '{INPUT_STRUCTURE}')", settings=settings
-                )
+                client.command(sql + f"file('{path}', 'JSONEachRow', '{INPUT_STRUCTURE}')", settings=settings)
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
@@ -602,6 +602,10 @@ def _reason(error: BaseException) -> str:
     text = str(error).replace("\n", " ")
     text = re.sub(r"\(in file/uri [^)]*\)", "", text)
     return text[:500]
+
+
+#: What the sink hands each inserted batch to (the webhook outbox).
+AfterInsert = Callable[[list[Row]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -735,8 +739,12 @@ class EventSink:
         settings: SinkSettings | None = None,
         *,
         status: SinkStatus | None = None,
+        attribution: Attribution | None = None,
+        after_insert: AfterInsert | None = None,
     ) -> None:
         self.redis = redis
+        #: Called with each batch once it is in ClickHouse, before it is acknowledged (webhooks).
+        self.after_insert = after_insert
         # Stream replies as the parser gives them (nested lists of bytes): redis-py's own reshaping
         # of them costs as much as the read itself. A client of its own on the same connections.
         self._raw = type(redis)(connection_pool=redis.connection_pool) if hasattr(redis, "connection_pool") else redis
@@ -746,7 +754,7 @@ class EventSink:
         self.settings = settings or SinkSettings()
         self.consumer = self.settings.consumer or default_consumer()
         self.status = status or SinkStatus()
-        self.inserter = EventInserter(self.settings)
+        self.inserter = EventInserter(self.settings, attribution)
         self._claim_from = "0-0"
         self._next_claim = 0.0
         self._next_backlog = 0.0
@@ -886,6 +894,9 @@ class EventSink:
         dead = batch.dead + refused
         if dead:
             await self._dead_letter(dead)
+        if self.after_insert is not None:
+            refused_ids = {stream_id for stream_id, _, _ in refused}
+            await self.after_insert([row for row in batch.rows if row.stream_id not in refused_ids])
         ids = [stream_id for stream_id, _ in pairs]
         for start in range(0, len(ids), 50_000):
             await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])
@@ -966,10 +977,13 @@ async def run_sink(
     analytics: AnalyticsStore,
     stop: asyncio.Event,
     status: SinkStatus | None = None,
+    *,
+    attribution: Attribution | None = None,
+    after_insert: AfterInsert | None = None,
 ) -> SinkStatus:
     """The sink as a task of the process that owns the analytics store (``shortcore serve``'s
     control process): runs until ``stop`` is set and returns its status."""
-    sink = EventSink(redis, analytics, settings, status=status)
+    sink = EventSink(redis, analytics, settings, status=status, attribution=attribution, after_insert=after_insert)
     try:
         await sink.run(stop)
     finally:
