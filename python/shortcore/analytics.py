@@ -31,16 +31,16 @@ class AnalyticsConfigError(ValueError):
     """An analytics store URL that shortcore cannot use."""
 
 
-def connect(url: str) -> Client:
-    """A clickhouse-connect client for ``chdb:///path`` or ``http(s)://…``."""
+def connect(url: str, settings: dict[str, Any] | None = None) -> Client:
+    """A clickhouse-connect client for ``chdb:///path`` or ``http(s)://…``, with session ``settings``."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "chdb":
         path = url[len("chdb://") :]
         if not path.startswith("/"):
             raise AnalyticsConfigError("a chdb URL needs an absolute path: chdb:///var/lib/shortcore/clickhouse")
-        return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        return clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
     if scheme in ("http", "https"):
-        return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(dsn=url, settings=settings)
     raise AnalyticsConfigError(f"the ClickHouse URL must start with chdb://, http:// or https://, got {scheme!r}")
 
 
@@ -190,21 +190,41 @@ class AnalyticsStore:
     the same way, so the code does not care which store it has.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, url: str | None = None) -> None:
         self.client = client
+        #: The store's URL, for clients of its own (the read-only SQL console); None = unknown.
+        path = getattr(client, "path", None) if type(client).__name__ == "ChdbClient" else None
+        self.url = url or (f"chdb://{path}" if path else None)
+        self._readonly: Client | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analytics")
 
     @classmethod
     def open(cls, url: str) -> AnalyticsStore:
         client = connect(url)
         migrate(client)
-        return cls(client)
+        return cls(client, url)
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """Runs ``work(client, *args)`` on the analytics thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(work, self.client, *args))
 
+    async def run_readonly(self, work: Callable[..., T], *args: Any) -> T:
+        """Runs ``work(readonly_client, *args)`` on the analytics thread, with a client whose
+        session is read-only (see :func:`shortcore.stats.readonly_client`)."""
+        from shortcore.stats import readonly_client
+
+        def call(_: Client) -> T:
+            if self._readonly is None:
+                if self.url is None:
+                    raise AnalyticsConfigError("the analytics store's URL is unknown: no read-only client")
+                self._readonly = readonly_client(self.url)
+            return work(self._readonly, *args)
+
+        return await self.run(call)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._readonly is not None:
+            self._readonly.close()
         self.client.close()

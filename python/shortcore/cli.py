@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 Handler = Callable[[argparse.Namespace], int]
 OnReady = Callable[[str, str], None]
@@ -95,6 +95,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_serve_arguments(demo)
     demo.set_defaults(handler=_demo)
+    stats = commands.add_parser(
+        "stats",
+        help="a campaign's figures: clicks, unique clickers, CTR, views, bots, conversions, per link and hour",
+        description="With an API key, asks the running server (GET /api/v1/campaigns/ID/stats). Without one, "
+        "opens the analytics store itself, which works only while no server holds an embedded (chDB) store.",
+    )
+    stats.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _api_options(stats, "SHORTCORE_API_KEY", "--api-key")
+    _store_options(stats)
+    stats.set_defaults(handler=_stats)
+
+    sql = commands.add_parser(
+        "sql",
+        help="run a read-only SQL query on the analytics store",
+        description="Runs QUERY read-only (ClickHouse readonly=1: no writes, no settings, no file or URL "
+        "functions). With an admin key (the server's SHORTCORE_ADMIN_KEY), through the running server; "
+        "without one, on the store directly, which works only while no server holds an embedded store.",
+    )
+    sql.add_argument("query", metavar="QUERY", help='e.g. "SELECT class, count() FROM shortcore.events GROUP BY class"')
+    sql.add_argument("--format", choices=["table", "csv", "jsonl"], default="table", help="output (default table)")
+    _api_options(sql, "SHORTCORE_ADMIN_KEY", "--admin-key")
+    _store_options(sql)
+    sql.set_defaults(handler=_sql)
     return parser
 
 
@@ -113,6 +137,99 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", choices=["uvicorn", "granian"], default="uvicorn", help="ASGI server (default %(default)s)"
     )
+
+
+def _api_options(parser: argparse.ArgumentParser, key_env: str, key_flag: str) -> None:
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8000"),
+        help="the server (default $SHORTCORE_API_URL or %(default)s)",
+    )
+    parser.add_argument(key_flag, dest="key", default=os.environ.get(key_env), help=f"default ${key_env}")
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="without a key: the data directory (default $SHORTCORE_DATA_DIR)")
+    parser.add_argument("--clickhouse-url", help="without a key: chdb:///path or http(s)://… of the store")
+
+
+def _open_store(args: argparse.Namespace, command: str, readonly: bool) -> Any:
+    from shortcore.config import Settings
+    from shortcore.stats import readonly_client
+
+    settings = Settings.from_env(data_dir=args.data_dir, clickhouse_url=args.clickhouse_url)
+    url = settings.effective_clickhouse_url
+    if url.startswith("chdb://") and not os.path.isdir(url[len("chdb://") :]):
+        raise _CliError(f"no analytics store at {url}; give a key to go through a running server")
+    try:
+        if readonly:
+            return readonly_client(url)
+        from shortcore.analytics import connect
+
+        return connect(url)
+    except Exception as error:
+        raise _CliError(
+            f"cannot open {url} ({str(error).splitlines()[0][:200]}); while `shortcore serve` holds an embedded "
+            f"store, go through it: shortcore {command} … with {'--admin-key' if readonly else '--api-key'}"
+        ) from None
+
+
+class _CliError(Exception):
+    pass
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import orjson
+
+    from shortcore.client import Api, ClientError, campaign_stats
+    from shortcore.stats import CampaignNotFound, stats_lines
+    from shortcore.stats import campaign_stats as query_stats
+
+    try:
+        if args.key:
+            stats = campaign_stats(Api(args.api_url, args.key), args.campaign_id)
+        else:
+            client = _open_store(args, "stats", readonly=True)
+            try:
+                stats = query_stats(client, args.campaign_id)
+            finally:
+                client.close()
+    except (ClientError, _CliError) as error:
+        print(f"shortcore stats: {error}", file=sys.stderr)
+        return 1
+    except CampaignNotFound:
+        print(f"shortcore stats: no campaign {args.campaign_id}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
+    else:
+        sys.stdout.write(stats_lines(stats))
+    return 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from shortcore.client import Api, ClientError, sql
+    from shortcore.stats import SqlError, format_rows, run_sql
+
+    try:
+        if args.key:
+            text = sql(Api(args.api_url, args.key), args.query, args.format)
+        else:
+            client = _open_store(args, "sql", readonly=True)
+            try:
+                columns, rows = run_sql(client, args.query)
+            finally:
+                client.close()
+            text = format_rows(columns, rows, args.format)
+    except (ClientError, _CliError, SqlError) as error:
+        print(f"shortcore sql: {error}", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        sys.stdout = None
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

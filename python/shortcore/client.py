@@ -94,6 +94,30 @@ def create_campaign(
         raise ClientError(f"talking to {api.url}: {error}") from None
 
 
+def _get(api: Api, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        with api.client() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.ConnectError:
+        raise ClientError(f"no shortcore server at {api.url} (start one with `shortcore serve`)") from None
+    except httpx.HTTPError as error:
+        raise ClientError(f"talking to {api.url}: {error}") from None
+    if response.status_code != 200:
+        raise ClientError(_error_text(response))
+    return response
+
+
+def campaign_stats(api: Api, campaign_id: str) -> dict[str, Any]:
+    """``GET /api/v1/campaigns/{id}/stats``."""
+    stats: dict[str, Any] = _get(api, "GET", f"/api/v1/campaigns/{campaign_id}/stats").json()
+    return stats
+
+
+def sql(api: Api, query: str, fmt: str) -> str:
+    """``POST /api/v1/sql`` with the admin key; the rows as text in ``fmt`` (table, csv, jsonl)."""
+    return _get(api, "POST", "/api/v1/sql", json={"query": query, "format": fmt}).text
+
+
 def summary_lines(created: dict[str, Any]) -> list[str]:
     segments = created["segments"]
     change = segments["change"]

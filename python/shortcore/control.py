@@ -47,12 +47,25 @@ from shortcore.campaigns import (
     rejection_report,
 )
 from shortcore.config import Settings
+from shortcore.conversions import AccountWindows, Attribution
 from shortcore.events import EVENT_VERSION, EventIds
 from shortcore.events import STREAM_KEY as EVENTS_STREAM
 from shortcore.openapi import openapi_document
 from shortcore.phones import PhoneNormalizer
 from shortcore.recipients import RecipientReader, RecipientsError
 from shortcore.routing import RoutingError
+from shortcore.sink import SinkSettings, SinkStatus, run_sink
+from shortcore.stats import (
+    CLICK_FIELDS,
+    CampaignNotFound,
+    SqlError,
+    campaign_stats,
+    click_cursor,
+    click_json,
+    click_page,
+    format_rows,
+    run_sql,
+)
 from shortcore.store import AnyRedis
 from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
 from shortcore.webhooks import WebhookService, WebhookSettings
@@ -83,6 +96,10 @@ class ControlState:
     analytics: AnalyticsStore
     secret: bytes
     max_upload_bytes: int = 512 * 1024 * 1024
+    #: ``SHORTCORE_ADMIN_KEY``: the operator's key for ``POST /api/v1/sql``; None = no SQL console.
+    admin_key: str | None = None
+    #: The sink running in this process, when it runs here (``shortcore serve``'s control process).
+    sink_status: SinkStatus | None = None
 
 
 def _state(request: Request) -> ControlState:
@@ -843,6 +860,72 @@ async def replay_dead_letters(request: Request) -> Response:
     return JSONResponse({"replayed": replayed})
 
 
+# -- analytics ----------------------------------------------------------------------------------
+
+
+async def campaign_stats_route(request: Request) -> Response:
+    account = await _account(request)
+    campaign = await _owned_campaign(request, account)
+    try:
+        stats = await _state(request).analytics.run(campaign_stats, campaign.id)
+    except CampaignNotFound:
+        raise ApiError(404, "not_found", "no such campaign") from None
+    return JSONResponse(stats, headers={"cache-control": "no-store"})
+
+
+async def campaign_clicks(request: Request) -> Response:
+    account = await _account(request)
+    campaign = await _owned_campaign(request, account)
+    fmt = request.query_params.get("format", "jsonl")
+    if fmt not in ("jsonl", "csv"):
+        raise ApiError(400, "invalid_parameter", "'format' must be jsonl or csv")
+    analytics = _state(request).analytics
+
+    async def rows() -> AsyncIterator[bytes]:
+        if fmt == "csv":
+            yield _csv_line(CLICK_FIELDS)
+        after = None
+        while True:
+            page = await analytics.run(click_page, campaign.id, after)
+            if not page:
+                return
+            after = click_cursor(page[-1])
+            if fmt == "jsonl":
+                yield b"".join(orjson.dumps(click_json(row)) + b"\n" for row in page)
+            else:
+                yield b"".join(_csv_line(tuple(click_json(row).values())) for row in page)
+
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
+    return StreamingResponse(rows(), media_type=media)
+
+
+async def sql_console(request: Request) -> Response:
+    """Read-only SQL over the whole analytics store: an operator's tool, so it takes the
+    deployment's admin key (``SHORTCORE_ADMIN_KEY``), not an account's API key."""
+    state = _state(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if state.admin_key is None:
+        raise ApiError(403, "forbidden", "the SQL console is off: set SHORTCORE_ADMIN_KEY on the server")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), state.admin_key.encode()):
+        raise ApiError(401, "unauthorized", "the SQL console needs 'Authorization: Bearer <admin key>'")
+    data = await _json_body(request)
+    query = _opt(data, "query", str)
+    fmt = _opt(data, "format", str, "json")
+    if not query:
+        raise ApiError(422, "invalid_field", "'query' is required")
+    if fmt not in ("json", "jsonl", "csv", "table"):
+        raise ApiError(422, "invalid_field", "'format' must be json, jsonl, csv or table")
+    try:
+        columns, rows = await state.analytics.run_readonly(run_sql, query)
+    except SqlError as error:
+        raise ApiError(400, "invalid_query", str(error)) from None
+    if fmt == "json":
+        return JSONResponse({"columns": columns, "rows": orjson.loads(orjson.dumps(rows, default=str))})
+    media = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8", "table": "text/plain; charset=utf-8"}
+    return Response(format_rows(columns, rows, fmt), media_type=media[fmt])
+
+
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -872,6 +955,9 @@ ROUTES: Final = (
     ("/api/v1/campaigns/{campaign_id}", get_campaign, ["GET"]),
     ("/api/v1/campaigns/{campaign_id}/messages", campaign_messages, ["GET"]),
     ("/api/v1/messages", send_message, ["POST"]),
+    ("/api/v1/campaigns/{campaign_id}/stats", campaign_stats_route, ["GET"]),
+    ("/api/v1/campaigns/{campaign_id}/clicks", campaign_clicks, ["GET"]),
+    ("/api/v1/sql", sql_console, ["POST"]),
     ("/api/v1/domains", create_domain, ["POST"]),
     ("/api/v1/domains", list_domains, ["GET"]),
     ("/api/v1/keys", create_key, ["POST"]),
@@ -905,13 +991,18 @@ def create_control_app(
     redis: AnyRedis | None = None,
     analytics: AnalyticsStore | None = None,
     max_upload_bytes: int = 512 * 1024 * 1024,
+    admin_key: str | None = None,
+    sink: SinkSettings | None = None,
     webhook_settings: WebhookSettings | None = None,
     send_webhooks: bool = False,
 ) -> Starlette:
     """The control API. Resources are made in the lifespan unless given (tests give them).
 
-    With ``send_webhooks``, the webhook sender runs in this process (``shortcore serve``'s
-    control process)."""
+    With ``sink``, the event sink runs in this process too, on the same analytics store: with
+    chDB only one process may open the data directory, so the process that serves this API is
+    the one that writes the events. It attributes conversions (:mod:`shortcore.conversions`) and
+    hands every inserted batch to the webhook outbox. With ``send_webhooks``, the webhook sender
+    runs here too (``shortcore serve``'s control process)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -923,15 +1014,34 @@ def create_control_app(
             raise RuntimeError("create_control_app needs a Redis URL or client")
         client = redis if redis is not None else connect(settings.redis_url or "")
         store = analytics if analytics is not None else AnalyticsStore.open(settings.effective_clickhouse_url)
-        app.state.control = ControlState(settings, client, store, settings.token_secret(), max_upload_bytes)
+        state = ControlState(settings, client, store, settings.token_secret(), max_upload_bytes, admin_key)
+        app.state.control = state
         hooks = WebhookService(client, store, webhook_settings or WebhookSettings())
         app.state.webhooks = hooks
-        stop_hooks = asyncio.Event()
-        sender = asyncio.create_task(hooks.run(stop_hooks), name="shortcore-webhooks") if send_webhooks else None
+        stop = asyncio.Event()
+        sink_task: asyncio.Task[SinkStatus] | None = None
+        if sink is not None:
+            state.sink_status = SinkStatus()
+            attribution = Attribution(state.secret, AccountWindows(client, asyncio.get_running_loop()))
+            sink_task = asyncio.create_task(
+                run_sink(
+                    sink,
+                    client,
+                    store,
+                    stop,
+                    state.sink_status,
+                    attribution=attribution,
+                    after_insert=hooks.after_insert,
+                ),
+                name="shortcore-sink",
+            )
+        sender = asyncio.create_task(hooks.run(stop), name="shortcore-webhooks") if send_webhooks else None
         try:
             yield
         finally:
-            stop_hooks.set()
+            stop.set()
+            if sink_task is not None:
+                await sink_task
             if sender is not None:
                 await sender
             if own_analytics:
@@ -947,5 +1057,16 @@ def create_control_app(
 
 
 def app_from_env() -> Starlette:
-    """The control app configured from ``SHORTCORE_*`` (for ``uvicorn --factory``)."""
-    return create_control_app(Settings.from_env(), webhook_settings=WebhookSettings.from_env(), send_webhooks=True)
+    """The control app configured from ``SHORTCORE_*`` (for ``uvicorn --factory``), with the
+    event sink unless ``SHORTCORE_SINK=off`` (another process runs it), and the webhook sender."""
+    import os
+
+    off = os.environ.get("SHORTCORE_SINK", "").lower() in ("0", "off", "false", "no")
+    sink = None if off else SinkSettings.from_env()
+    return create_control_app(
+        Settings.from_env(),
+        admin_key=os.environ.get("SHORTCORE_ADMIN_KEY") or None,
+        sink=sink,
+        webhook_settings=WebhookSettings.from_env(),
+        send_webhooks=True,
+    )

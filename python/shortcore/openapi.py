@@ -15,6 +15,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Malformed request",
         401: "Missing or invalid API key",
+        403: "Forbidden",
         404: "Not found (or another account's)",
         409: "Conflict",
         413: "Body too large",
@@ -128,20 +129,6 @@ def openapi_document() -> dict[str, Any]:
                         "expires_at": {"type": ["number", "null"]},
                     },
                 },
-                "Message": {
-                    "type": "object",
-                    "properties": {
-                        "phone": {"type": "string"},
-                        "id": {"type": ["string", "null"]},
-                        "text": {"type": "string"},
-                        "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
-                        "characters": {"type": "integer"},
-                        "segments": {"type": "integer"},
-                        "segments_before": {"type": "integer"},
-                        "links": {"type": "array", "items": {"type": "string"}},
-                        "campaign_id": {"type": "string"},
-                    },
-                },
                 "Domain": {
                     "type": "object",
                     "properties": {
@@ -229,32 +216,6 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            "/api/v1/messages": {
-                "post": {
-                    "summary": "One transactional message for one recipient; answers its message row",
-                    "security": auth,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["to", "text"],
-                                    "properties": {
-                                        "to": {"type": "string", "description": "The recipient's phone number"},
-                                        "id": {"type": ["string", "integer"]},
-                                        **{k: v for k, v in _CAMPAIGN_FIELDS.items() if k != "recipients"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": _json({"$ref": "#/components/schemas/Message"}, "Created"),
-                        **_errors(400, 401, 413, 422, 503),
-                    },
-                }
-            },
             "/api/v1/domains": {
                 "post": {
                     "summary": "Register a short domain for the account",
@@ -307,7 +268,116 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
                 }
             },
+            **_analytics_paths(auth),
             **_conversion_paths(auth),
+        },
+    }
+
+
+_COUNTS = {
+    name: {"type": "integer"} for name in ("human_clicks", "unique_clickers", "views", "bot_hits", "conversions")
+}
+
+
+def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """Stats, recorded requests and the SQL console (``shortcore.stats``; docs/analytics.md)."""
+    stats = {
+        "type": "object",
+        "properties": {
+            "campaign_id": {"type": "string"},
+            "name": {"type": "string"},
+            "sent_at": {"type": ["string", "null"]},
+            "recipients": {"type": "integer"},
+            "messages": {"type": "integer"},
+            **_COUNTS,
+            "click_through_rate": {"type": "number", "description": "Unique clickers over messages"},
+            "preview_hits": {"type": "integer"},
+            "viewed_not_clicked": {"type": "integer"},
+            "clicked_after_view": {"type": "integer"},
+            "bots_by_reason": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "conversion_value": {"type": "number"},
+            "first_event": {"type": ["string", "null"]},
+            "links": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"link_index": {"type": "integer"}, "destination": {"type": "string"}, **_COUNTS},
+                },
+            },
+            "variants": {"type": "array", "items": {"type": "object"}},
+            "timeline": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"hour": {"type": "string"}, **_COUNTS}},
+            },
+        },
+    }
+    return {
+        "/api/v1/campaigns/{campaign_id}/stats": {
+            "get": {
+                "summary": "Cumulative figures: clicks, unique clickers, CTR, views, bots, conversions, "
+                "per link, by hour",
+                "security": auth,
+                "parameters": [_path_param("campaign_id")],
+                "responses": {"200": _json(stats), **_errors(401, 404, 503)},
+            }
+        },
+        "/api/v1/campaigns/{campaign_id}/clicks": {
+            "get": {
+                "summary": "Every recorded request and conversion: phone, time, class and reason, IP, browser, OS, "
+                "device, country",
+                "security": auth,
+                "parameters": [
+                    _path_param("campaign_id"),
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "A stream of rows, oldest first",
+                        "content": {
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/api/v1/sql": {
+            "post": {
+                "summary": "Read-only SQL over the analytics store (operators: needs SHORTCORE_ADMIN_KEY)",
+                "security": auth,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["query"],
+                                "properties": {
+                                    "query": {"type": "string"},
+                                    "format": {"type": "string", "enum": ["json", "jsonl", "csv", "table"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "columns": {"type": "array", "items": {"type": "string"}},
+                                "rows": {"type": "array", "items": {"type": "array"}},
+                            },
+                        }
+                    ),
+                    **_errors(400, 401, 403, 422),
+                },
+            }
         },
     }
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -348,7 +349,8 @@ class SequenceRules:
     def _prune(self) -> None:
         """Forgets what no rule can use any more, so memory follows the traffic of a few seconds."""
         horizon = self._newest - max(self.sibling_ms, self.sweep_ms)
-        for table in (self._messages, self._clients):
+        tables: tuple[dict[Any, list[Row]], ...] = (self._messages, self._clients)
+        for table in tables:
             stale = [key for key, hits in table.items() if not hits or hits[-1].event["time"] < horizon]
             for key in stale:
                 del table[key]
@@ -572,7 +574,10 @@ class EventInserter:
     ) -> None:
         if not rows:
             return
-        token = f"{rows[0].stream_id.decode()}/{rows[-1].stream_id.decode()}/{len(rows)}/{rows[-1].extra.get('_revision', 0)}"
+        # Same entries, same token: a batch replayed whole is dropped by ClickHouse. Reclassified
+        # rows (a higher revision) make a different token, so they are never dropped.
+        revisions = sum(row.extra.get("_revision", 0) for row in rows)
+        token = f"{rows[0].stream_id.decode()}/{rows[-1].stream_id.decode()}/{len(rows)}/{revisions}"
         try:
             self.insert(client, lines, token)
             return
@@ -706,8 +711,8 @@ async def stream_backlog(redis: AnyRedis, group: str = GROUP, now: float | None 
         return Backlog(int(length), max(age, 0.0))
     pending = int(info.get("pending") or 0)
     lag = info.get("lag")
-    if lag is None:  # Redis < 7, or a lag Redis cannot tell: count what follows last-delivered
-        lag = len(await redis.xrange(STREAM_KEY, min=f"({_str(info['last-delivered-id'])}", count=1_000_000))
+    if lag is None:  # Redis < 7, or a lag Redis cannot tell: the sink trims the stream to its backlog
+        lag = max(int(await redis.xlen(STREAM_KEY)) - pending, 0)
     oldest_ms: int | None = None
     if pending:
         summary = await redis.xpending(STREAM_KEY, group)
@@ -747,8 +752,9 @@ class EventSink:
         self.after_insert = after_insert
         # Stream replies as the parser gives them (nested lists of bytes): redis-py's own reshaping
         # of them costs as much as the read itself. A client of its own on the same connections.
-        self._raw = type(redis)(connection_pool=redis.connection_pool) if hasattr(redis, "connection_pool") else redis
-        if self._raw is not redis:
+        self._raw: AnyRedis = redis
+        if isinstance(redis, aioredis.Redis):
+            self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
             self._raw.response_callbacks.pop("XREADGROUP", None)
         self.analytics = analytics
         self.settings = settings or SinkSettings()

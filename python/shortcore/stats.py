@@ -1,0 +1,363 @@
+"""The figures people read: a campaign's stats, its recorded requests, and read-only SQL.
+
+Plain functions of a clickhouse-connect client, shared by the control API (through
+:class:`~shortcore.analytics.AnalyticsStore`) and the CLI (which opens the store itself when no
+server holds it). Every figure reads ``events FINAL``, so a replayed or reclassified event
+counts once, before background merges as after them.
+
+Definitions (``docs/analytics.md`` has them with the queries):
+
+* a **human click** is a ``human`` request on one of the campaign's tokens;
+* **unique clickers** are the recipients with at least one human click;
+* **click-through rate** is unique clickers over messages;
+* **views** are the recipients whose message was fetched by a link-preview service (a message
+  counts as viewed once); a recipient who was viewed and then clicked (a human request on the
+  same link after the preview) is **clicked after view**, one who was viewed only is
+  **viewed, not clicked**;
+* **bot hits** are ``bot`` requests, by reason (the edge's or a sequence rule's);
+* **conversions** are conversion events attributed to the campaign's clicks, one per order id.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import ipaddress
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+import orjson
+from clickhouse_connect.driver.client import Client
+
+from shortcore.analytics import DATABASE, connect
+
+CLICKS_PAGE: Final = 50_000
+SQL_MAX_ROWS: Final = 100_000
+
+#: Columns of ``/clicks`` (JSON lines keys, CSV header), in order.
+CLICK_FIELDS: Final = (
+    "time", "event_id", "type", "phone", "recipient_id", "recipient_index", "link_index", "destination", "class",
+    "reason", "ip", "browser", "os", "device", "country", "user_agent", "method", "click_id", "event_name", "value",
+    "currency", "order_id",
+)  # fmt: skip
+
+
+class CampaignNotFound(LookupError):
+    """No campaign with that id in the analytics store."""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
+
+
+def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
+    """The cumulative figures of one campaign."""
+    params = {"c": campaign_id}
+    found = client.query(
+        f"SELECT name, recipients, links, destinations, sent_at FROM {DATABASE}.campaigns FINAL WHERE id = %(c)s",
+        parameters=params,
+    ).result_rows
+    if not found:
+        raise CampaignNotFound(campaign_id)
+    name, recipients, _, destinations, sent_at = found[0]
+    messages = client.query(
+        f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
+    ).result_rows[0][0]
+
+    events = f"{DATABASE}.events FINAL WHERE campaign_id = %(c)s"
+    totals = client.query(
+        f"""
+        SELECT
+            countIf(class = 'human') AS human_clicks,
+            uniqExactIf(recipient_index, class = 'human') AS unique_clickers,
+            countIf(class = 'preview') AS preview_hits,
+            uniqExactIf(recipient_index, class = 'preview') AS views,
+            countIf(class = 'bot') AS bot_hits,
+            countIf(class = 'bot' AND reason != edge_reason) AS reclassified,
+            min(time) AS first_event,
+            max(time) AS last_event
+        FROM {events} AND type = 'click' AND recipient_index >= 0
+        """,
+        parameters=params,
+    ).named_results()
+    total = next(totals)
+    funnel = client.query(
+        f"""
+        SELECT
+            countIf(viewed_at IS NOT NULL AND clicked_at IS NULL) AS viewed_not_clicked,
+            countIf(viewed_at IS NOT NULL AND clicked_at >= viewed_at) AS clicked_after_view
+        FROM (
+            SELECT recipient_index,
+                minIf(time, class = 'preview')::Nullable(DateTime64(3, 'UTC')) AS viewed_at,
+                maxIf(time, class = 'human')::Nullable(DateTime64(3, 'UTC')) AS clicked_at
+            FROM {events} AND type = 'click' AND recipient_index >= 0
+            GROUP BY recipient_index, link_index
+            HAVING countIf(class = 'preview') > 0
+        )
+        """,
+        parameters=params,
+    ).result_rows[0]
+    conversions, value = client.query(
+        f"""
+        SELECT count(), sum(value) FROM (
+            SELECT any(value) AS value FROM {events} AND type = 'conversion'
+            GROUP BY if(order_id != '', order_id, toString(event_id))
+        )
+        """,
+        parameters=params,
+    ).result_rows[0]
+    per_link = client.query(
+        f"""
+        SELECT link_index, countIf(class = 'human'), uniqExactIf(recipient_index, class = 'human'),
+            uniqExactIf(recipient_index, class = 'preview'), countIf(class = 'bot')
+        FROM {events} AND type = 'click' AND link_index >= 0
+        GROUP BY link_index ORDER BY link_index
+        """,
+        parameters=params,
+    ).result_rows
+    by_link = {int(row[0]): row for row in per_link}
+    bots = client.query(
+        f"SELECT reason, count() AS n FROM {events} AND type = 'click' AND class = 'bot' "
+        "GROUP BY reason ORDER BY n DESC, reason",
+        parameters=params,
+    ).result_rows
+    timeline = client.query(
+        f"""
+        SELECT toStartOfHour(time) AS hour, countIf(type = 'click' AND class = 'human'),
+            uniqExactIf(recipient_index, type = 'click' AND class = 'human'),
+            uniqExactIf(recipient_index, type = 'click' AND class = 'preview'),
+            countIf(type = 'click' AND class = 'bot'), countIf(type = 'conversion')
+        FROM {events}
+        GROUP BY hour ORDER BY hour
+        """,
+        parameters=params,
+    ).result_rows
+
+    unique = int(total["unique_clickers"])
+    return {
+        "campaign_id": campaign_id,
+        "name": name,
+        "sent_at": _iso(sent_at),
+        "recipients": int(recipients),
+        "messages": int(messages),
+        "human_clicks": int(total["human_clicks"]),
+        "unique_clickers": unique,
+        "click_through_rate": _rate(unique, int(messages)),
+        "views": int(total["views"]),
+        "preview_hits": int(total["preview_hits"]),
+        "viewed_not_clicked": int(funnel[0]),
+        "clicked_after_view": int(funnel[1]),
+        "bot_hits": int(total["bot_hits"]),
+        "bots_by_reason": {str(reason): int(n) for reason, n in bots},
+        "conversions": int(conversions),
+        "conversion_value": float(value or 0),
+        "first_event": _iso(total["first_event"]) if total["human_clicks"] or total["bot_hits"] else None,
+        "links": [
+            {
+                "link_index": i,
+                "destination": destination,
+                "human_clicks": int(by_link[i][1]) if i in by_link else 0,
+                "unique_clickers": int(by_link[i][2]) if i in by_link else 0,
+                "views": int(by_link[i][3]) if i in by_link else 0,
+                "bot_hits": int(by_link[i][4]) if i in by_link else 0,
+            }
+            for i, destination in enumerate(destinations)
+        ],
+        "variants": [],
+        "timeline": [
+            {
+                "hour": _iso(hour),
+                "human_clicks": int(clicks),
+                "unique_clickers": int(clickers),
+                "views": int(views),
+                "bot_hits": int(bot_hits),
+                "conversions": int(converted),
+            }
+            for hour, clicks, clickers, views, bot_hits, converted in timeline
+        ],
+    }
+
+
+def click_page(
+    client: Client, campaign_id: str, after: tuple[dt.datetime, uuid.UUID] | None, limit: int = CLICKS_PAGE
+) -> list[dict[str, Any]]:
+    """Recorded requests and conversions of a campaign, oldest first, after ``after`` (time and
+    event id of the last row of the previous page), each with the recipient's phone."""
+    params: dict[str, Any] = {"c": campaign_id}
+    where = ""
+    if after is not None:
+        params |= {"t": after[0], "id": after[1]}
+        where = "AND (time, event_id) > (%(t)s, %(id)s)"
+    rows = list(
+        client.query(
+            f"""
+            SELECT time, event_id, type, recipient_index, link_index, class, reason, ip, browser, os, device,
+                country, user_agent, method, click_id, event_name, value, currency, order_id
+            FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s {where}
+            ORDER BY time, event_id LIMIT {int(limit)}
+            """,
+            parameters=params,
+        ).named_results()
+    )
+    if not rows:
+        return rows
+    indexes = sorted({int(r["recipient_index"]) for r in rows if r["recipient_index"] >= 0})
+    phones: dict[int, tuple[str, str]] = {}
+    if indexes:
+        found = client.query(
+            f"SELECT recipient_index, phone, recipient_id FROM {DATABASE}.messages FINAL "
+            "WHERE campaign_id = %(c)s AND recipient_index IN %(r)s",
+            parameters={"c": campaign_id, "r": indexes},
+        ).result_rows
+        phones = {int(i): (phone, rid) for i, phone, rid in found}
+    destinations_rows = client.query(
+        f"SELECT destinations FROM {DATABASE}.campaigns FINAL WHERE id = %(c)s", parameters={"c": campaign_id}
+    ).result_rows
+    destinations: list[str] = list(destinations_rows[0][0]) if destinations_rows else []
+    for row in rows:
+        phone, recipient_id = phones.get(int(row["recipient_index"]), ("", ""))
+        link = int(row["link_index"])
+        row["phone"], row["recipient_id"] = phone, recipient_id
+        row["destination"] = destinations[link] if 0 <= link < len(destinations) else ""
+    return rows
+
+
+def click_cursor(row: dict[str, Any]) -> tuple[dt.datetime, uuid.UUID]:
+    return row["time"], row["event_id"]
+
+
+def click_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``click_page`` row as the API writes it."""
+    return {name: _plain(row[name]) for name in CLICK_FIELDS}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return _iso(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-only SQL
+
+_READ_ONLY_START = re.compile(r"^\s*(\(\s*)*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.IGNORECASE)
+READONLY_SETTINGS: Final = {
+    "max_execution_time": 60,
+    "max_result_rows": SQL_MAX_ROWS,
+    "result_overflow_mode": "break",
+    # Set last: no setting can be changed after it, by us or by the query.
+    "readonly": 1,
+}
+
+
+class SqlError(ValueError):
+    """A query the SQL console refuses or ClickHouse rejects; the message is for the user."""
+
+
+def readonly_client(url: str) -> Client:
+    """A client of its own whose session is read-only (ClickHouse's ``readonly = 1``: no writes,
+    no DDL, no settings changes, no file or URL table functions). For chDB the session belongs
+    to this client only, so the sink's client next to it is not affected."""
+    return connect(url, settings=READONLY_SETTINGS)
+
+
+def run_sql(client: Client, query: str, max_rows: int = SQL_MAX_ROWS) -> tuple[list[str], list[list[Any]]]:
+    """Runs a read-only query on a :func:`readonly_client`; returns column names and rows."""
+    if not _READ_ONLY_START.match(query):
+        raise SqlError("only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS queries are allowed")
+    try:
+        result = client.query(query)
+    except Exception as error:
+        message = str(error).split("(version", 1)[0].strip()
+        raise SqlError(message[:2000]) from None
+    rows = [[_plain(v) for v in row] for row in result.result_rows[:max_rows]]
+    return list(result.column_names), rows
+
+
+def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, *, footer: bool = True) -> str:
+    """``table`` (aligned, for people), ``csv`` or ``jsonl``."""
+    if fmt == "jsonl":
+        return "".join(orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode() + "\n" for row in rows)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else _cell(v) for v in row] for row in rows])
+        return out.getvalue()
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) and bool(rows) for i in range(len(columns))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    lines = [line(columns), line(["-" * w for w in widths])] + [line(row) for row in cells]
+    if footer:
+        lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    value = _plain(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list | dict | tuple):
+        return orjson.dumps(value, default=str).decode()
+    return str(value)
+
+
+def stats_lines(stats: dict[str, Any]) -> str:
+    """A campaign's stats as ``shortcore stats`` prints them."""
+    head = [
+        ["campaign", f"{stats['campaign_id']} ({stats['name']})" if stats["name"] else stats["campaign_id"]],
+        ["messages", f"{stats['messages']:,}"],
+        ["human clicks", f"{stats['human_clicks']:,}"],
+        ["unique clickers", f"{stats['unique_clickers']:,}"],
+        ["click-through rate", f"{stats['click_through_rate']:.2%}"],
+        ["views (previews)", f"{stats['views']:,}"],
+        ["viewed, not clicked", f"{stats['viewed_not_clicked']:,}"],
+        ["clicked after view", f"{stats['clicked_after_view']:,}"],
+        ["bot hits", f"{stats['bot_hits']:,}"],
+        ["conversions", f"{stats['conversions']:,} (value {stats['conversion_value']:,.2f})"],
+    ]
+    out = [format_rows(["figure", "value"], head, "table", footer=False).rstrip()]
+    if stats["links"]:
+        rows = [
+            [link["link_index"], link["destination"], link["human_clicks"], link["unique_clickers"], link["views"],
+             link["bot_hits"]]
+            for link in stats["links"]
+        ]  # fmt: skip
+        columns = ["link", "destination", "clicks", "clickers", "views", "bots"]
+        out.append(format_rows(columns, rows, "table", footer=False).rstrip())
+    if stats["bots_by_reason"]:
+        rows = [[reason, n] for reason, n in stats["bots_by_reason"].items()]
+        out.append(format_rows(["bot reason", "hits"], rows, "table", footer=False).rstrip())
+    if stats["timeline"]:
+        rows = [
+            [h["hour"], h["human_clicks"], h["unique_clickers"], h["views"], h["bot_hits"], h["conversions"]]
+            for h in stats["timeline"]
+        ]
+        columns = ["hour", "clicks", "clickers", "views", "bots", "conversions"]
+        out.append(format_rows(columns, rows, "table", footer=False).rstrip())
+    return "\n\n".join(out) + "\n"

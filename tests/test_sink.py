@@ -1,0 +1,419 @@
+"""The sink against a real Redis and the session's chDB: exactly once, dead letters, sequence rules,
+enrichment, privacy, outages, takeover of a dead consumer's events, and a SIGKILL in the middle."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from shortcore import sink as sink_module
+from shortcore.analytics import DATABASE, AnalyticsStore, migrate
+from shortcore.sink import (
+    DEAD_KEY,
+    GROUP,
+    STREAM_KEY,
+    EventInserter,
+    EventSink,
+    SinkSettings,
+    SinkStatus,
+    stream_backlog,
+)
+from shortcore.store import AnyRedis, EmbeddedStore, connect
+from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode
+
+
+@pytest.fixture
+def analytics(chdb_client: Client) -> Iterator[AnalyticsStore]:
+    migrate(chdb_client)
+    store = AnalyticsStore(chdb_client)
+    yield store
+    store._executor.shutdown(wait=True)  # the session owns the client
+
+
+async def _fresh(url: str) -> AnyRedis:
+    redis = connect(url)
+    await redis.delete(STREAM_KEY, DEAD_KEY)
+    return redis
+
+
+async def _write(redis: AnyRedis, events: list[bytes] | list[dict[str, Any]]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(STREAM_KEY, {"e": event if isinstance(event, bytes) else encode(event)})
+    await pipe.execute()
+
+
+async def _drain(redis: AnyRedis, analytics: AnalyticsStore, settings: SinkSettings, timeout: float = 30) -> SinkStatus:
+    """Runs a sink until the stream's backlog is empty."""
+    sink = EventSink(redis, analytics, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if task.done():
+                task.result()
+            if (await stream_backlog(redis)).events == 0:
+                break
+        else:
+            raise AssertionError("the sink did not drain the stream in time")
+    finally:
+        stop.set()
+        await task
+        sink.close()
+    return sink.status
+
+
+def _campaign_id() -> str:
+    return "cmp_" + uuid.uuid4().hex[:16]
+
+
+def _add_campaign(client: Client, campaign: str, links: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    client.insert(
+        f"{DATABASE}.campaigns",
+        [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links, [f"https://x.example/{i}" for i in range(links)],
+          {}, False, None, None, now, 1]],
+        column_names=["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
+                      "utm", "click_param", "sent_at", "expires_at", "created_at", "version"],
+    )  # fmt: skip
+
+
+def _rows(client: Client, campaign: str) -> list[dict[str, Any]]:
+    return list(
+        client.query(
+            f"SELECT * FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s ORDER BY time, event_id",
+            parameters={"c": campaign},
+        ).named_results()
+    )
+
+
+def test_events_arrive_once_enriched(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    events = [
+        click(campaign, i, 0, ip=f"198.51.100.{i}", ua=IPHONE if i % 2 else ANDROID, headers={"accept-language": "en-GB", "cf-ipcountry": "de"})
+        for i in range(1000)
+    ]
+
+    async def go() -> SinkStatus:
+        redis = await _fresh(redis_url)
+        await _write(redis, events)
+        status = await _drain(redis, analytics, SinkSettings(batch_size=300, country_header="CF-IPCountry"))
+        assert await redis.xlen(STREAM_KEY) == 0  # acknowledged entries are trimmed
+        await redis.aclose()
+        return status
+
+    status = asyncio.run(go())
+    assert status.inserted == 1000 and status.dead_lettered == 0
+    rows = _rows(chdb_client, campaign)
+    assert len(rows) == 1000
+    assert {str(r["event_id"]) for r in rows} == {e["event_id"] for e in events}
+    first = next(r for r in rows if r["recipient_index"] == 1)
+    assert (first["browser"], first["browser_version"], first["os"], first["os_version"]) == ("Safari", "17", "iOS", "17")
+    assert first["country"] == "DE" and first["ip"] == "198.51.100.1" and first["user_agent"] == IPHONE
+    assert first["class"] == first["edge_class"] == "human" and first["revision"] == 0
+    assert first["headers"]["accept-language"] == "en-GB"
+
+
+def test_a_replayed_batch_counts_once(analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    entries = [(f"{1000 + i}-0".encode(), encode(click(campaign, i))) for i in range(500)]
+    inserter = EventInserter(SinkSettings())
+    batch = inserter.prepare(chdb_client, entries)
+    assert inserter.insert_batch(chdb_client, batch) == []
+    assert inserter.insert_batch(chdb_client, batch) == []  # same token: ClickHouse drops it
+    # Cut differently (a takeover reads other boundaries): the table collapses it.
+    again = inserter.prepare(chdb_client, entries[100:300])
+    assert inserter.insert_batch(chdb_client, again) == []
+    count, distinct, raw = chdb_client.query(
+        f"SELECT count(), uniqExact(event_id), (SELECT count() FROM {DATABASE}.events WHERE campaign_id = %(c)s) "
+        f"FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s",
+        parameters={"c": campaign},
+    ).result_rows[0]
+    assert (count, distinct) == (500, 500)
+    assert raw == 700  # before merges: the whole replay was dropped, the partial one waits for a merge
+
+
+def test_malformed_entries_go_to_the_dead_letter_stream(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    campaign = _campaign_id()
+    good = [click(campaign, i) for i in range(20)]
+    truncated = encode(click(campaign, 99))[:40]
+    bad_types = [
+        {**click(campaign, 100), "recipient_index": "seven"},  # caught by the sink
+        {**click(campaign, 101), "browser": 12},  # caught by ClickHouse's strict reading
+        {**click(campaign, 102), "headers": {"accept": ["a", "b"]}},
+        {**click(campaign, 103), "v": 99},
+        {**click(campaign, 104), "event_id": "not-a-uuid"},
+    ]
+
+    async def go() -> list[Any]:
+        redis = await _fresh(redis_url)
+        await _write(redis, [*good[:10], truncated, *bad_types, *good[10:]])
+        await redis.xadd(STREAM_KEY, {"x": b"no event field"})
+        status = await _drain(redis, analytics, SinkSettings(batch_size=1000))
+        assert status.dead_lettered == 7 and status.inserted == 20
+        dead = await redis.xrange(DEAD_KEY)
+        assert (await redis.xpending(STREAM_KEY, GROUP))["pending"] == 0
+        await redis.aclose()
+        return list(dead)
+
+    dead = asyncio.run(go())
+    reasons = [fields[b"reason"].decode() for _, fields in dead]
+    assert len(reasons) == 7
+    assert any(r.startswith("not JSON") for r in reasons)
+    assert "recipient_index must be an integer" in reasons
+    assert "unsupported event version 99" in reasons
+    assert "event_id must be a UUID string" in reasons
+    assert any("browser" in r for r in reasons), reasons
+    assert any("no 'e' field" in r for r in reasons)
+    assert truncated in [fields[b"e"] for _, fields in dead]
+    assert len(_rows(chdb_client, campaign)) == 20
+
+
+def test_sequence_rules(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    _add_campaign(chdb_client, campaign, links=3)
+    t = time.time()
+    burst = [click(campaign, 1, link, at=t + 0.4 * link, ip=f"192.0.2.{link}") for link in range(3)]
+    slow = [click(campaign, 2, link, at=t + 5 * link, ip=f"192.0.2.{10 + link}") for link in range(3)]
+    sweep = [click(campaign, 10 + r, 0, at=t + 0.2 * r, ip="198.51.100.99", ua=ANDROID) for r in range(5)]
+    previews = [click(campaign, 20 + r, 0, at=t + 0.1 * r, ip="198.51.100.200", label="preview") for r in range(6)]
+    events = sorted([*burst, *slow, *sweep, *previews], key=lambda e: int(e["time"]))
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, events)
+        # Batches of 2: a burst spans batches, so events already inserted are re-emitted.
+        await _drain(redis, analytics, SinkSettings(batch_size=2, batch_wait=0.01))
+        await redis.aclose()
+
+    asyncio.run(go())
+    rows = {str(r["event_id"]): r for r in _rows(chdb_client, campaign)}
+    assert len(rows) == len(events)
+    for e in burst:
+        row = rows[e["event_id"]]
+        assert (row["class"], row["reason"], row["edge_class"], row["edge_reason"]) == (
+            "bot", "bot:sibling-burst", "human", "human",
+        )  # fmt: skip
+        assert row["revision"] == 1
+    assert all(rows[e["event_id"]]["class"] == "human" for e in slow)
+    assert all(rows[e["event_id"]]["reason"] == "bot:sweep" for e in sweep)
+    assert all(rows[e["event_id"]]["class"] == "preview" for e in previews)  # preview servers serve many
+
+
+def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    events = [click(campaign, 0, ip="203.0.113.77"), click(campaign, 1, ip="2001:db8:abcd:12::1"), click(campaign, 2, ip="")]
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, events)
+        await _drain(redis, analytics, SinkSettings(truncate_ip=True, store_user_agent=False))
+        await redis.aclose()
+
+    asyncio.run(go())
+    rows = _rows(chdb_client, campaign)
+    assert [r["ip"] for r in sorted(rows, key=lambda r: r["recipient_index"])] == ["203.0.113.0", "2001:db8:abcd::", ""]
+    assert all(r["user_agent"] == "" and r["browser"] == "Safari" and r["os_version"] == "17" for r in rows)
+
+
+def test_conversions_follow_their_click(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    first = click(campaign, 3, 1)
+    later = click(campaign, 4, 0)
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, [first])
+        await _drain(redis, analytics, SinkSettings())
+        # One click already in ClickHouse, one in the same batch as its conversion.
+        await _write(redis, [later, conversion(first["event_id"], 20.5, "o-1"), conversion(later["event_id"], 5)])
+        await _drain(redis, analytics, SinkSettings())
+        await redis.aclose()
+
+    asyncio.run(go())
+    converted = [r for r in _rows(chdb_client, campaign) if r["type"] == "conversion"]
+    assert sorted((r["recipient_index"], r["link_index"], float(r["value"])) for r in converted) == [
+        (3, 1, 20.5),
+        (4, 0, 5.0),
+    ]
+    assert all(r["account"] == "acc_test" for r in converted)
+
+
+def test_clickhouse_outage_keeps_events_and_shows_the_backlog(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = _campaign_id()
+    real_insert = EventInserter.insert
+    down = True
+
+    def flaky(self: EventInserter, client: Client, lines: Any, token: str) -> None:
+        if down:
+            raise OperationalError("connection refused")
+        real_insert(self, client, lines, token)
+
+    monkeypatch.setattr(EventInserter, "insert", flaky)
+
+    async def go() -> None:
+        nonlocal down
+        redis = await _fresh(redis_url)
+        await _write(redis, [click(campaign, i, at=time.time() - 3) for i in range(50)])
+        sink = EventSink(redis, analytics, SinkSettings(retry_min=0.05, retry_max=0.2))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        await asyncio.sleep(1.5)
+        assert not sink.status.clickhouse_up and sink.status.insert_failures >= 2
+        backlog = await stream_backlog(redis)
+        assert backlog.events == 50 and backlog.oldest_seconds >= 1.2
+        assert sink.status.backlog == 50 and sink.status.oldest_unsent_seconds >= 0.5
+        down = False
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if (await stream_backlog(redis)).events == 0:
+                break
+        stop.set()
+        await task
+        assert sink.status.clickhouse_up and sink.status.inserted == 50
+        metrics = sink.status.registry.get_sample_value("shortcore_sink_events_inserted_total")
+        assert metrics == 50
+        await redis.aclose()
+
+    asyncio.run(go())
+    assert len(_rows(chdb_client, campaign)) == 50
+
+
+def test_pending_events_of_a_dead_consumer_are_taken_over(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    campaign = _campaign_id()
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await redis.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
+        await _write(redis, [click(campaign, i) for i in range(30)])
+        # A consumer reads a batch, then dies before inserting it.
+        await redis.xreadgroup(GROUP, "dead-consumer", {STREAM_KEY: ">"}, count=30)
+        assert (await redis.xpending(STREAM_KEY, GROUP))["pending"] == 30
+        await asyncio.sleep(0.3)
+        await _drain(redis, analytics, SinkSettings(claim_idle=0.2))
+        await redis.aclose()
+
+    asyncio.run(go())
+    assert len(_rows(chdb_client, campaign)) == 30
+
+
+def test_settings_from_env() -> None:
+    env = {"SHORTCORE_SINK_BATCH_SIZE": "500", "SHORTCORE_TRUNCATE_IP": "yes", "SHORTCORE_COUNTRY_HEADER": "CF-IPCountry"}
+    settings = SinkSettings.from_env(env)
+    assert (settings.batch_size, settings.truncate_ip, settings.country_header) == (500, True, "CF-IPCountry")
+    with pytest.raises(ValueError, match="SHORTCORE_STORE_USER_AGENT"):
+        SinkSettings.from_env({"SHORTCORE_STORE_USER_AGENT": "maybe"})
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGKILL in the middle of 100,000 events
+
+FAULT_EVENTS = 100_000
+
+
+def _sink_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "shortcore.sink"], env=env, stdout=out, stderr=out)
+
+
+def _count_in(clickhouse_url: str) -> tuple[int, int, int]:
+    """Counts in another process: chDB opens one data directory per process."""
+    code = (
+        "import sys; from shortcore.analytics import connect; c = connect(sys.argv[1]); "
+        "print(*c.query('SELECT (SELECT count() FROM shortcore.events FINAL), uniqExact(event_id), count() "
+        "FROM shortcore.events').result_rows[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, clickhouse_url], capture_output=True, check=True, text=True)
+    final, distinct, raw = map(int, out.stdout.split())
+    return final, distinct, raw
+
+
+def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "redis")
+    url = store.start()
+    clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}"
+    env = {
+        **os.environ,
+        "SHORTCORE_REDIS_URL": url,
+        "SHORTCORE_CLICKHOUSE_URL": clickhouse_url,
+        "SHORTCORE_DATA_DIR": str(tmp_path),
+        "SHORTCORE_SINK_BATCH_SIZE": "5000",
+        "SHORTCORE_SINK_CLAIM_IDLE": "1",
+    }
+    events = bulk(FAULT_EVENTS)
+    first = _sink_process(env, tmp_path / "sink.log")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+
+        async def feed_and_kill() -> int:
+            redis = connect(url)
+            for start in range(0, FAULT_EVENTS, 10_000):
+                await _write(redis, events[start : start + 10_000])
+                await asyncio.sleep(0.05)
+            # Kill once part of the events is in: some inserted, some pending, some never read.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                backlog = await stream_backlog(redis)
+                if backlog.events < FAULT_EVENTS * 0.7:
+                    break
+                await asyncio.sleep(0.01)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            left = (await stream_backlog(redis)).events
+            await redis.aclose()
+            return left
+
+        left = asyncio.run(feed_and_kill())
+        assert 0 < left < FAULT_EVENTS
+        second = _sink_process(env, tmp_path / "sink.log")
+
+        async def wait_empty() -> None:
+            redis = connect(url)
+            deadline = time.monotonic() + 120
+            while (await stream_backlog(redis)).events and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await redis.aclose()
+
+        asyncio.run(wait_empty())
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, (tmp_path / "sink.log").read_text()
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        store.stop()
+    final, distinct, raw = _count_in(clickhouse_url)
+    print(f"\nfault test: {left} events left at the kill; FINAL {final}, distinct {distinct}, raw rows {raw}")
+    assert (final, distinct) == (FAULT_EVENTS, FAULT_EVENTS)
+
+
+def test_module_constants_match_the_edge() -> None:
+    from shortcore import events
+
+    assert sink_module.STREAM_KEY == events.STREAM_KEY
+    assert sink_module.EVENT_FIELD.decode() == events.EVENT_FIELD
+    assert sink_module.EVENT_VERSION == events.EVENT_VERSION
+    assert orjson.loads(encode(click("cmp_x", 1)))["v"] == events.EVENT_VERSION
