@@ -75,12 +75,12 @@ async def _bare(port: int, n: int, connections: int) -> float:
 
 
 async def _sender(redis_url: str, port: int, n: int, connections: int) -> tuple[float, float]:
+    import orjson
+
     from shortcore.events import EventIds
     from shortcore.sink import Row
     from shortcore.store import connect
     from shortcore.webhooks import WebhookService, WebhookSettings, create_endpoint
-
-    import orjson
 
     redis = connect(redis_url)
     await redis.flushdb()

@@ -13,6 +13,7 @@ published to the edge. A failure on the way removes what was stored, so nothing 
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import hashlib
 import io
@@ -858,6 +859,12 @@ async def replay_dead_letters(request: Request) -> Response:
     replayed = await service.sender.outbox.replay(account.id, ids)
     service.sender.wake()
     return JSONResponse({"replayed": replayed})
+
+
+def _csv_line(values: tuple[Any, ...]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return out.getvalue().encode()
 
 
 # -- analytics ----------------------------------------------------------------------------------

@@ -216,11 +216,17 @@ class Attribution:
     ) -> None:
         from_api = event.get("source") == "api"
         account = str(event.get("account") or "") if from_api else ""
-        if not from_api:
+        if not from_api and self.secret is None:
+            # No secret to check tags with (a sink started without the deployment's settings):
+            # the named click's account is the only account there is.
+            named = (clicks.get(c) for c in (event.get("click_param"), event.get("click_cookie")) if isinstance(c, str))
+            account = next((click.account for click in named if click is not None), "")
+            event["account"] = account
+        elif not from_api:
             if not event.get("conversion_tag"):
                 event["outcome"] = "no-cid"
                 return
-            account = (tag_account(self.secret, str(event["conversion_tag"])) if self.secret else None) or ""
+            account = tag_account(self.secret or b"", str(event["conversion_tag"])) or ""
             event["account"] = account
             if not account:
                 event["outcome"] = "unknown-tag"
@@ -237,6 +243,7 @@ class Attribution:
         recipients: list[tuple[str, int]] = []
         phone: str | None = None
         foreign = False
+        named: _Click | None = None
         for candidate in (event.get("click_param"), event.get("click_cookie"), event.get("click_id")):
             click = clicks.get(candidate) if isinstance(candidate, str) and is_click_id(candidate) else None
             if click is None:
@@ -245,11 +252,12 @@ class Attribution:
                 foreign = True
                 continue
             recipients = [(click.campaign_id, click.recipient_index)]
+            named = click
             break
         if not recipients and event.get("via_campaign"):
             recipients = [(str(event["via_campaign"]), int(event.get("via_recipient", -1)))]
         if client is None:
-            self._credit_from_batch(event, account, recipients, batch)
+            self._credit_named(event, named)
             return
         if recipients:
             phone = _phone_of(client, *recipients[0])
@@ -258,7 +266,7 @@ class Attribution:
         if phone is None:
             if foreign and not recipients:
                 event["outcome"] = "foreign-click"
-            self._credit_from_batch(event, account, recipients, batch)
+            self._credit_named(event, named, self.windows(account))
             return
         windows = self.windows(account)
         now = int(event["time"])
@@ -285,14 +293,13 @@ class Attribution:
             _credit(event, "view", campaign, index, -1, "")
 
     @staticmethod
-    def _credit_from_batch(
-        event: dict[str, Any], account: str, recipients: list[tuple[str, int]], batch: dict[str, _Click]
-    ) -> None:
-        """Without ClickHouse (or the recipient's messages): the named click itself, if human."""
-        for click in batch.values():
-            if click.human and click.account == account and (click.campaign_id, click.recipient_index) in recipients:
-                _credit(event, "click", click.campaign_id, click.recipient_index, click.link_index, click.event_id)
-                return
+    def _credit_named(event: dict[str, Any], named: _Click | None, windows: Windows | None = None) -> None:
+        """Without the recipient's messages (or without ClickHouse): the named click itself, if
+        it was a person's and within the window."""
+        days = (windows or Windows()).attribution_days
+        now = int(event["time"])
+        if named is not None and named.human and now - days * 86_400_000 < named.time <= now:
+            _credit(event, "click", named.campaign_id, named.recipient_index, named.link_index, named.event_id)
 
 
 def _credit(event: dict[str, Any], outcome: str, campaign: str, recipient: int, link: int, click_id: str) -> None:

@@ -129,6 +129,20 @@ def openapi_document() -> dict[str, Any]:
                         "expires_at": {"type": ["number", "null"]},
                     },
                 },
+                "Message": {
+                    "type": "object",
+                    "properties": {
+                        "phone": {"type": "string"},
+                        "id": {"type": ["string", "null"]},
+                        "text": {"type": "string"},
+                        "encoding": {"type": "string", "enum": ["GSM-7", "UCS-2"]},
+                        "characters": {"type": "integer"},
+                        "segments": {"type": "integer"},
+                        "segments_before": {"type": "integer"},
+                        "links": {"type": "array", "items": {"type": "string"}},
+                        "campaign_id": {"type": "string"},
+                    },
+                },
                 "Domain": {
                     "type": "object",
                     "properties": {
@@ -213,6 +227,32 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(400, 401, 404),
+                    },
+                }
+            },
+            "/api/v1/messages": {
+                "post": {
+                    "summary": "One transactional message for one recipient; answers its message row",
+                    "security": auth,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["to", "text"],
+                                    "properties": {
+                                        "to": {"type": "string", "description": "The recipient's phone number"},
+                                        "id": {"type": ["string", "integer"]},
+                                        **{k: v for k, v in _CAMPAIGN_FIELDS.items() if k != "recipients"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/Message"}, "Created"),
+                        **_errors(400, 401, 413, 422, 503),
                     },
                 }
             },
