@@ -106,7 +106,7 @@ class World:
         sent = dt.datetime.fromtimestamp(sent_ms / 1000, dt.UTC)
         self.client.insert(
             f"{DATABASE}.messages",
-            [[campaign, account, index, index + 1, phone, f"cust-{index}", {}, "hi", "GSM-7", 2, 2, 1, 1, [], sent, sent]],
+            [[campaign, account, index, index + 1, phone, f"i{index}", {}, "", "GSM-7", 2, 2, 1, 1, [], sent, sent]],
             column_names=[
                 "campaign_id", "account", "recipient_index", "line", "phone", "recipient_id", "fields", "text",
                 "encoding", "characters", "units", "segments", "segments_before", "short_urls", "sent_at", "created_at",

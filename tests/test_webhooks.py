@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import secrets
 import socket
 import time
@@ -225,7 +226,7 @@ def test_500_then_200_and_backoff_order(redis_url: str) -> None:
             # Exponential backoff with jitter: each wait is at least the one before.
             gaps = [b.at - a.at for a, b in zip(receiver.requests, receiver.requests[1:], strict=False)]
             assert gaps[0] >= 0.02
-            assert all(later >= earlier * 0.9 for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+            assert all(later >= earlier * 0.9 for earlier, later in itertools.pairwise(gaps)), gaps
         await receiver.stop()
 
     run(go())

@@ -219,8 +219,9 @@ class Attribution:
         if not from_api and self.secret is None:
             # No secret to check tags with (a sink started without the deployment's settings):
             # the named click's account is the only account there is.
-            named = (clicks.get(c) for c in (event.get("click_param"), event.get("click_cookie")) if isinstance(c, str))
-            account = next((click.account for click in named if click is not None), "")
+            given = (event.get("click_param"), event.get("click_cookie"))
+            found = [clicks[c] for c in given if isinstance(c, str) and c in clicks]
+            account = found[0].account if found else ""
             event["account"] = account
         elif not from_api:
             if not event.get("conversion_tag"):

@@ -422,7 +422,7 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
     }
 
 
-_CONVERSION = {
+_CONVERSION: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
@@ -438,7 +438,7 @@ _CONVERSION = {
     },
 }
 
-_WEBHOOK = {
+_WEBHOOK: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},

@@ -372,7 +372,7 @@ class Enricher:
         self._geo: Any = None
         if settings.geoip_db is not None:
             try:
-                import maxminddb
+                import maxminddb  # type: ignore[import-not-found, unused-ignore]
             except ImportError as error:
                 raise ValueError("SHORTCORE_GEOIP_DB needs the maxminddb package (pip install maxminddb)") from error
             self._geo = maxminddb.open_database(str(settings.geoip_db))
