@@ -398,7 +398,8 @@ def _mark_duplicate_orders(client: Client | None, conversions: Sequence[EventRow
     for event in counted:
         key = (str(event["account"]), str(event["order_id"]))
         if key in seen:
-            event["outcome"] = "duplicate"
+            # Credited to nobody, so no figure that counts a campaign's conversions counts it.
+            _credit(event, "duplicate", "", -1, -1, str(event.get("click_id") or ""))
         seen.add(key)
 
 
