@@ -74,11 +74,9 @@ impl PyFirstSeen {
 
     /// For each `(e164, line)`: 0 when the number is new (it is recorded), else the line it was
     /// first seen on.
-    fn first_lines(&mut self, numbers: Vec<String>, lines: Vec<u32>) -> PyResult<Vec<u32>> {
+    fn first_lines(&mut self, py: Python<'_>, numbers: Vec<String>, lines: Vec<u32>) -> PyResult<Vec<u32>> {
         if numbers.len() != lines.len() {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "numbers and lines differ in length",
-            ));
+            return Err(invalid_argument(py, "numbers and lines differ in length".to_owned()));
         }
         Ok(numbers
             .iter()
