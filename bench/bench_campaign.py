@@ -12,7 +12,6 @@ reading the same file, the floor of any Python implementation.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -55,7 +54,6 @@ def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
     import httpx
 
     from shortcore import accounts
-    from shortcore.store import connect
 
     port = _free_port()
     data_dir = workdir / f"run-{rows}"
@@ -72,16 +70,7 @@ def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
         env=env,
     )  # fmt: skip
     try:
-
-        async def new_key() -> str:
-            redis = connect(redis_url)
-            try:
-                _, key = await accounts.create_account(redis, "bench", default_region="DE")
-                return key.secret
-            finally:
-                await redis.aclose()
-
-        key = asyncio.run(new_key())
+        key = accounts.new_api_key(redis_url, "bench", default_region="DE")
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=600, headers={"Authorization": f"Bearer {key}"}) as client:
             deadline = time.monotonic() + 60

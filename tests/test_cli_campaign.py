@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -16,7 +15,6 @@ import orjson
 import pytest
 
 from shortcore import accounts
-from shortcore.store import connect
 
 TEXT = "Spring sale! https://shop.example/spring?id=1 and www.shop.example/stores"
 
@@ -56,15 +54,7 @@ def server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def api_key(redis_url: str) -> str:
-    async def create() -> str:
-        redis = connect(redis_url)
-        try:
-            _, key = await accounts.create_account(redis, "cli", default_region="DE")
-            return key.secret
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(create())
+    return accounts.new_api_key(redis_url, "cli", default_region="DE")
 
 
 def shortcore(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:

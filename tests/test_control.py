@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,14 @@ from shortcore.analytics import DATABASE, AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import control_routes, create_control_app
 from shortcore.openapi import openapi_document
-from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 
 SECRET = "control test secret"
 TEXT = "Spring sale! https://shop.example/spring?id=1 and stores www.shop.example/stores"
 
 
-def run(coro: Any) -> Any:
-    async def with_client() -> Any:
-        return await coro
-
-    return asyncio.run(with_client())
-
-
-async def _new_account(url: str, name: str) -> str:
-    redis = connect(url)
-    try:
-        _, key = await accounts.create_account(redis, name, default_region="DE")
-        return key.secret
-    finally:
-        await redis.aclose()
+def _new_account(url: str, name: str) -> str:
+    return accounts.new_api_key(url, name, default_region="DE")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +47,7 @@ def auth(key: str) -> dict[str, str]:
 
 @pytest.fixture
 def key(redis_url: str) -> str:
-    return str(asyncio.run(_new_account(redis_url, "test account")))
+    return _new_account(redis_url, "test account")
 
 
 def create(client: TestClient, key: str, **fields: Any) -> Any:
@@ -118,7 +104,7 @@ def test_csv_upload(app_client: TestClient, key: str) -> None:
 
 def test_accounts_are_isolated(app_client: TestClient, key: str, redis_url: str) -> None:
     created = create(app_client, key).json()
-    other = str(asyncio.run(_new_account(redis_url, "other")))
+    other = _new_account(redis_url, "other")
     for path in (f"/api/v1/campaigns/{created['id']}", created["messages_url"]):
         response = app_client.get(path, headers=auth(other))
         assert response.status_code == 404
@@ -148,7 +134,7 @@ def test_domains(app_client: TestClient, key: str, redis_url: str) -> None:
     assert created["domain"] == "go.shop.example"
     row = orjson.loads(app_client.get(created["messages_url"], headers=auth(key)).text.splitlines()[0])
     assert all(len(url.rsplit("/", 1)[1]) == 8 for url in row["links"])
-    other = str(asyncio.run(_new_account(redis_url, "other")))
+    other = _new_account(redis_url, "other")
     taken = app_client.post("/api/v1/domains", json={"host": "go.shop.example"}, headers=auth(other))
     assert taken.status_code == 409
     foreign = create(app_client, other, domain="go.shop.example")

@@ -7,6 +7,7 @@ __all__ = [
     "CLASSIFIER_HEADERS",
     "Classification",
     "Classifier",
+    "FirstSeen",
     "InvalidArgumentError",
     "MessageSize",
     "MessageTemplate",
@@ -218,3 +219,12 @@ class Classifier:
 
 def parse_user_agent(ua: str | bytes | None) -> UserAgent:
     """Browser, OS and device of a user agent; device "bot" when it names a bot or preview fetcher."""
+
+@final
+class FirstSeen:
+    """The E.164 numbers of one recipient list seen so far, for finding duplicates (12 bytes a number)."""
+
+    def __new__(cls) -> FirstSeen: ...
+    def first_lines(self, numbers: list[str], lines: list[int]) -> list[int]:
+        """For each ``(e164, line)``: 0 when new (it is recorded), else the line it was first seen on."""
+    def __len__(self) -> int: ...

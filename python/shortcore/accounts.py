@@ -86,6 +86,23 @@ async def create_account(
     return account, await create_key(redis, account.id)
 
 
+def new_api_key(redis_url: str, name: str, *, default_region: str | None = None) -> str:
+    """Creates an account from synchronous code (CLI, demo, benches) and returns its first key."""
+    import asyncio
+
+    from shortcore.store import connect
+
+    async def create() -> str:
+        redis = connect(redis_url)
+        try:
+            _, key = await create_account(redis, name, default_region=default_region)
+            return key.secret
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(create())
+
+
 async def get_account(redis: AnyRedis, account_id: str) -> Account | None:
     raw = await redis.get(ACCOUNT_KEY + account_id)
     return None if raw is None else Account.from_json(raw)

@@ -6,14 +6,12 @@ The demo's short links point at the local edge (``http://127.0.0.1:8000/<token>`
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 import httpx2 as httpx
 
 from shortcore import accounts
-from shortcore.store import connect
 
 DEMO_TEXT = "Spring sale, 20% off until Sunday: https://example.com/spring?ref=sms - stores: www.example.com/stores"
 # US numbers in the 555-01xx block are set aside for fiction: valid in form, never anyone's phone.
@@ -27,15 +25,7 @@ DEMO_RECIPIENTS = [
 def create_demo(control_url: str, redis_url: str) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     """Creates the demo account (returning its API key), a campaign and its messages."""
 
-    async def new_account() -> str:
-        redis = connect(redis_url)
-        try:
-            _, key = await accounts.create_account(redis, "demo", default_region="US")
-            return key.secret
-        finally:
-            await redis.aclose()
-
-    key = asyncio.run(new_account())
+    key = accounts.new_api_key(redis_url, "demo", default_region="US")
     with httpx.Client(base_url=control_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
         response = client.post(
             "/api/v1/campaigns", json={"name": "demo", "text": DEMO_TEXT, "recipients": DEMO_RECIPIENTS, "utm": True}

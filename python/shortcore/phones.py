@@ -6,6 +6,6 @@ runs on every core without the GIL. The rules are libphonenumber's (the Rust ``p
 crate), the same as Python's ``phonenumbers`` at several times its speed.
 """
 
-from shortcore._core import PhoneNormalizer
+from shortcore._core import FirstSeen, PhoneNormalizer
 
-__all__ = ["PhoneNormalizer"]
+__all__ = ["FirstSeen", "PhoneNormalizer"]

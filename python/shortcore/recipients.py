@@ -16,7 +16,7 @@ import csv
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from shortcore.phones import PhoneNormalizer
+from shortcore.phones import FirstSeen, PhoneNormalizer
 
 DEFAULT_BATCH_SIZE = 20_000
 MAX_COLUMNS = 100
@@ -70,8 +70,8 @@ class RecipientReader:
     def __init__(self, normalizer: PhoneNormalizer, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self._normalizer = normalizer
         self._batch_size = batch_size
-        # E.164 numbers as ints (at most 15 digits) cost a third of their strings' memory.
-        self._seen: dict[int, int] = {}
+        # Kept in Rust at 12 bytes a number, so a list of millions stays small.
+        self._seen = FirstSeen()
 
     @property
     def accepted_count(self) -> int:
@@ -173,13 +173,14 @@ class RecipientReader:
     def _settle(self, rows: list[_Row], batch: RecipientBatch) -> None:
         """Normalises a batch's phones in one Rust call and sorts each row into the batch."""
         results = self._normalizer.normalize_many([row.phone for row in rows])
+        valid = [(row, phone) for row, (phone, _) in zip(rows, results, strict=True) if phone is not None]
+        firsts = iter(self._seen.first_lines([phone for _, phone in valid], [row.line for row, _ in valid]))
         for row, (phone, reason) in zip(rows, results, strict=True):
             if phone is None:
                 batch.invalid.append(Rejection(row.line, row.phone[:40], reason or "invalid"))
                 continue
-            key = int(phone[1:])
-            first = self._seen.setdefault(key, row.line)
-            if first != row.line:
+            first = next(firsts)
+            if first:
                 batch.duplicates.append(Rejection(row.line, row.phone[:40], f"duplicate of line {first}"))
                 continue
             batch.accepted.append(Recipient(row.line, phone, row.id, row.fields))

@@ -58,6 +58,39 @@ impl PyPhoneNormalizer {
     }
 }
 
+/// The E.164 numbers of one recipient list seen so far, for finding duplicates.
+#[pyclass(module = "shortcore._core", name = "FirstSeen")]
+#[derive(Default)]
+pub struct PyFirstSeen {
+    inner: shortcore::FirstSeen,
+}
+
+#[pymethods]
+impl PyFirstSeen {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// For each `(e164, line)`: 0 when the number is new (it is recorded), else the line it was
+    /// first seen on.
+    fn first_lines(&mut self, py: Python<'_>, numbers: Vec<String>, lines: Vec<u32>) -> PyResult<Vec<u32>> {
+        if numbers.len() != lines.len() {
+            return Err(invalid_argument(py, "numbers and lines differ in length".to_owned()));
+        }
+        Ok(numbers
+            .iter()
+            .zip(lines)
+            .map(|(n, line)| self.inner.first_seen(n, line).unwrap_or(0))
+            .collect())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyPhoneNormalizer>()
+    m.add_class::<PyPhoneNormalizer>()?;
+    m.add_class::<PyFirstSeen>()
 }

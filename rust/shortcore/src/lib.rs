@@ -35,7 +35,7 @@ pub use classify::{
 };
 pub use error::{Error, Result};
 pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
-pub use phones::{PhoneError, PhoneNormalizer};
+pub use phones::{FirstSeen, PhoneError, PhoneNormalizer};
 pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
 pub use useragent::{parse_user_agent, Device, UserAgent, Version};

@@ -143,9 +143,74 @@ impl PhoneNormalizer {
     }
 }
 
+/// The E.164 numbers of a list seen so far, each with the line it was first seen on: how a
+/// recipient list finds its duplicates in 12 bytes a number rather than a Python dict's ~100.
+#[derive(Debug, Default, Clone)]
+pub struct FirstSeen {
+    lines: std::collections::HashMap<u64, u32>,
+}
+
+impl FirstSeen {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `e164` at `line` if it is new and returns `None`; returns the first line it was
+    /// seen on otherwise. A string that is not `+` and 1 to 15 digits is never a duplicate.
+    ///
+    /// # Examples
+    /// ```
+    /// use shortcore::phones::FirstSeen;
+    ///
+    /// let mut seen = FirstSeen::new();
+    /// assert_eq!(seen.first_seen("+4915123456789", 2), None);
+    /// assert_eq!(seen.first_seen("+4915123456789", 9), Some(2));
+    /// assert_eq!(seen.len(), 1);
+    /// ```
+    pub fn first_seen(&mut self, e164: &str, line: u32) -> Option<u32> {
+        let digits = e164.strip_prefix('+')?;
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let key = digits.parse::<u64>().ok()?;
+        match self.lines.entry(key) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(line);
+                None
+            }
+        }
+    }
+
+    /// How many distinct numbers were recorded.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_seen_ignores_what_is_not_e164() {
+        let mut seen = FirstSeen::new();
+        for bad in ["", "+", "4915123456789", "+49x", "+1234567890123456"] {
+            assert_eq!(seen.first_seen(bad, 1), None);
+            assert_eq!(seen.first_seen(bad, 2), None, "{bad:?}");
+        }
+        assert!(seen.is_empty());
+        // Leading zeros cannot follow a country code, so digits map to distinct numbers.
+        assert_eq!(seen.first_seen("+1555", 3), None);
+        assert_eq!(seen.first_seen("+15550", 4), None);
+        assert_eq!(seen.len(), 2);
+    }
 
     #[test]
     fn e164_matches_the_crate_formatter() {
