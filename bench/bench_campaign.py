@@ -51,7 +51,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
-    import httpx
+    import httpx2 as httpx
 
     from shortcore import accounts
 
