@@ -146,10 +146,11 @@ class EdgeState:
             await asyncio.sleep(2.0)
 
     async def stop(self) -> None:
+        self.cache.closed = True
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # redis-py's pub/sub can sit on a cancellation; do not let it hold the shutdown.
+        await asyncio.wait(self._tasks, timeout=1.0)
         await self.writer.aclose()
         self.stats_dir.remove()
         with contextlib.suppress(Exception):

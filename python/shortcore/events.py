@@ -561,9 +561,15 @@ class EventWriter:
         self.failures += 1
         self._down_until = time.monotonic() + self.retry_interval
         self._replay_wanted = True
+        # Try again even if no event comes: the spool waits for the reconnection.
+        asyncio.get_running_loop().call_later(self.retry_interval * 1.01, self._retry)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _retry(self) -> None:
+        if not self._closing and self._conn is None:
+            self._schedule()
 
     def _spool_pending(self) -> None:
         if self._events:
