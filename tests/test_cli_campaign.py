@@ -78,7 +78,9 @@ def shortcore(*args: str, key: str | None = None) -> subprocess.CompletedProcess
 
 def test_create_writes_messages_and_summary(server: str, api_key: str, tmp_path: Path) -> None:
     recipients = tmp_path / "list.csv"
-    recipients.write_text("phone,id\n" + "".join(f"0151{i:08d},r{i}\n" for i in range(300)) + "oops,x\n015100000000,d\n")
+    recipients.write_text(
+        "phone,id\n" + "".join(f"0151{i:08d},r{i}\n" for i in range(300)) + "oops,x\n015100000000,d\n"
+    )
     out = tmp_path / "messages.jsonl"
     result = shortcore(
         "campaign", "create", "--text", TEXT, "--recipients", str(recipients), "--out", str(out), "--api-url", server,

@@ -33,6 +33,7 @@ from shortcore.sink import (
     stream_backlog,
 )
 from shortcore.store import AnyRedis, EmbeddedStore, connect
+
 from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode
 
 
@@ -87,8 +88,8 @@ def _add_campaign(client: Client, campaign: str, links: int) -> None:
     now = dt.datetime.now(dt.UTC)
     client.insert(
         f"{DATABASE}.campaigns",
-        [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links, [f"https://x.example/{i}" for i in range(links)],
-          {}, False, None, None, now, 1]],
+        [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links,
+          [f"https://x.example/{i}" for i in range(links)], {}, False, None, None, now, 1]],
         column_names=["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
                       "utm", "click_param", "sent_at", "expires_at", "created_at", "version"],
     )  # fmt: skip
@@ -106,7 +107,14 @@ def _rows(client: Client, campaign: str) -> list[dict[str, Any]]:
 def test_events_arrive_once_enriched(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
     campaign = _campaign_id()
     events = [
-        click(campaign, i, 0, ip=f"198.51.100.{i}", ua=IPHONE if i % 2 else ANDROID, headers={"accept-language": "en-GB", "cf-ipcountry": "de"})
+        click(
+            campaign,
+            i,
+            0,
+            ip=f"198.51.100.{i}",
+            ua=IPHONE if i % 2 else ANDROID,
+            headers={"accept-language": "en-GB", "cf-ipcountry": "de"},
+        )
         for i in range(1000)
     ]
 
@@ -124,7 +132,12 @@ def test_events_arrive_once_enriched(redis_url: str, analytics: AnalyticsStore, 
     assert len(rows) == 1000
     assert {str(r["event_id"]) for r in rows} == {e["event_id"] for e in events}
     first = next(r for r in rows if r["recipient_index"] == 1)
-    assert (first["browser"], first["browser_version"], first["os"], first["os_version"]) == ("Safari", "17", "iOS", "17")
+    assert (first["browser"], first["browser_version"], first["os"], first["os_version"]) == (
+        "Safari",
+        "17",
+        "iOS",
+        "17",
+    )
     assert first["country"] == "DE" and first["ip"] == "198.51.100.1" and first["user_agent"] == IPHONE
     assert first["class"] == first["edge_class"] == "human" and first["revision"] == 0
     assert first["headers"]["accept-language"] == "en-GB"
@@ -220,7 +233,11 @@ def test_sequence_rules(redis_url: str, analytics: AnalyticsStore, chdb_client: 
 
 def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
     campaign = _campaign_id()
-    events = [click(campaign, 0, ip="203.0.113.77"), click(campaign, 1, ip="2001:db8:abcd:12::1"), click(campaign, 2, ip="")]
+    events = [
+        click(campaign, 0, ip="203.0.113.77"),
+        click(campaign, 1, ip="2001:db8:abcd:12::1"),
+        click(campaign, 2, ip=""),
+    ]
 
     async def go() -> None:
         redis = await _fresh(redis_url)
@@ -320,7 +337,11 @@ def test_pending_events_of_a_dead_consumer_are_taken_over(
 
 
 def test_settings_from_env() -> None:
-    env = {"SHORTCORE_SINK_BATCH_SIZE": "500", "SHORTCORE_TRUNCATE_IP": "yes", "SHORTCORE_COUNTRY_HEADER": "CF-IPCountry"}
+    env = {
+        "SHORTCORE_SINK_BATCH_SIZE": "500",
+        "SHORTCORE_TRUNCATE_IP": "yes",
+        "SHORTCORE_COUNTRY_HEADER": "CF-IPCountry",
+    }
     settings = SinkSettings.from_env(env)
     assert (settings.batch_size, settings.truncate_ip, settings.country_header) == (500, True, "CF-IPCountry")
     with pytest.raises(ValueError, match="SHORTCORE_STORE_USER_AGENT"):
