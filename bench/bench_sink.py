@@ -47,11 +47,12 @@ def run(quick: bool) -> dict[str, float]:
 def _child(n: int, latency_seconds: float) -> dict[str, float]:
     sys.path.insert(0, str(HERE.parent / "tests"))
     import orjson
-    from sinkdata import bulk, click
 
     from shortcore.analytics import DATABASE, AnalyticsStore
     from shortcore.sink import STREAM_KEY, EventSink, SinkSettings, stream_backlog
     from shortcore.store import EmbeddedStore, connect
+
+    from sinkdata import bulk, click
 
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="shortcore-bench-sink-") as tmp:
