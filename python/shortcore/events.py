@@ -18,6 +18,7 @@ half way can be restarted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -64,17 +65,18 @@ class EventIds:
     and sort by time."""
 
     def __init__(self) -> None:
-        self._prefix = secrets.randbits(42)
+        prefix = secrets.randbits(42)
         self._counter = secrets.randbits(20)
+        # Version 7, then 12 bits of the prefix; variant 0b10, then 14 more; the last 16 bits of
+        # the prefix sit above the 32-bit counter.
+        rand_a, rand_b, low = prefix >> 30, (prefix >> 16) & 0x3FFF, prefix & 0xFFFF
+        self._middle = f"-7{rand_a:03x}-{0x8000 | rand_b:04x}-"
+        self._low = low << 32
 
     def new(self, now: float) -> str:
         self._counter = (self._counter + 1) & 0xFFFFFFFF
-        ms = int(now * 1000) & 0xFFFFFFFFFFFF
-        rand_a = self._prefix >> 30  # 12 bits
-        rand_b = ((self._prefix & 0x3FFFFFFF) << 32) | self._counter  # 62 bits
-        value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        ms = f"{int(now * 1000) & 0xFFFFFFFFFFFF:012x}"
+        return f"{ms[:8]}-{ms[8:]}{self._middle}{self._low | self._counter:012x}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +159,13 @@ class RespConnection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
+    async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            self.close()
+            raise
+
     async def _open(self) -> None:
         a = self.address
         if a.unix is not None:
@@ -190,11 +199,22 @@ class RespConnection:
         Raises ``OSError``/``TimeoutError``/``EOFError`` when the connection fails; it is closed then."""
         try:
             if self._writer is None:
-                await self._open()
+                await self.open()
             return await self._roundtrip(payload)
         except BaseException:
             self.close()
             raise
+
+    def write(self, payload: bytes) -> None:
+        """Sends without waiting; pair with :meth:`read`, in order."""
+        if self._writer is None:
+            raise ConnectionError("not connected")
+        self._writer.write(payload)
+
+    async def read(self) -> Any:
+        if self._reader is None:
+            raise ConnectionError("not connected")
+        return await read_reply(self._reader)
 
     def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -359,8 +379,11 @@ def _replay_batches(path: Path) -> list[tuple[str, int, list[bytes]]]:
 
 
 class EventWriter:
-    """Group commit: :meth:`submit` adds an event to the open batch and returns that batch's
-    future, which resolves to True once Redis (or, while Redis is down, the spool) holds it."""
+    """Group commit with pipelining. :meth:`submit` queues an event and returns its future, which
+    resolves to True once Redis (or, while Redis is down, the spool) holds it, False if neither
+    could. Once per event-loop turn, everything queued goes out as one batch; up to
+    ``max_inflight`` batches are on the wire at once on one raw connection, and a reader task
+    matches the replies to them in order (Redis answers one connection's commands in order)."""
 
     def __init__(
         self,
@@ -369,23 +392,30 @@ class EventWriter:
         *,
         timeout: float = 2.0,
         retry_interval: float = 0.5,
+        max_inflight: int = 4,
         cluster_client: AnyRedis | None = None,
     ) -> None:
         self.url = url
         self.spool = spool
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self._cluster_client = cluster_client
-        self._transport = BatchTransport(url, timeout, cluster_client)
+        self._cluster_client = cluster_client if is_cluster_url(url) else None
+        # The cluster path goes through redis-py, one batch at a time.
+        self.max_inflight = 1 if self._cluster_client is not None else max_inflight
         self._writer_id = self._new_writer_id()
         self._n = 0
-        self._batch: list[bytes] = []
-        self._future: asyncio.Future[bool] | None = None
-        self._wake = asyncio.Event()
+        self._events: list[bytes] = []
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._scheduled = False
+        self._inflight: collections.deque[tuple[int, list[bytes], list[asyncio.Future[bool]]]] = collections.deque()
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._sent = asyncio.Event()
         self._down_until = 0.0
-        self._task: asyncio.Task[None] | None = None
         self._replay_task: asyncio.Task[None] | None = None
         self._replay_wanted = True
+        self._closing = False
         self.up = False
         # Figures for /metrics and /healthz.
         self.committed = 0
@@ -399,62 +429,160 @@ class EventWriter:
         return f"{os.getpid()}-{secrets.token_hex(6)}"
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="shortcore-event-writer")
+        """Connects in the background; events submitted meanwhile wait for it."""
+        self._schedule()
 
     def submit(self, event: bytes) -> asyncio.Future[bool]:
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-            self._wake.set()
-        self._batch.append(event)
-        return self._future
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._events.append(event)
+        self._waiters.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._batch:
-                batch, future = self._batch, self._future
-                self._batch, self._future = [], None
-                ok = await self._commit(batch)
-                if future is not None and not future.done():
-                    future.set_result(ok)
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _commit(self, batch: list[bytes]) -> bool:
-        self.batches += 1
-        if time.monotonic() < self._down_until:
-            return self._to_spool(batch, "")
+    # -- sending -------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._events and not self._replay_wanted:
+            return
+        if self._conn is None:
+            if time.monotonic() < self._down_until:
+                self._spool_pending()
+            elif self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect(), name="shortcore-events")
+            return
+        if not self._events or len(self._inflight) >= self.max_inflight:
+            return  # the reader flushes again when a reply frees a slot
+        events, waiters = self._events, self._waiters
+        self._events, self._waiters = [], []
         self._n += 1
+        self.batches += 1
+        self._inflight.append((self._n, events, waiters))
+        if self._cluster_client is not None:
+            self._sent.set()
+            return
+        payload = encode_command(
+            [b"EVALSHA", COMMIT_SHA.encode(), b"2", STREAM_KEY.encode(), COMMITTED_KEY.encode(),
+             self._writer_id.encode(), b"%d" % self._n, *events]
+        )  # fmt: skip
         try:
-            await self._transport.commit(self._writer_id, self._n, batch)
+            self._conn.write(payload)
+        except (OSError, RuntimeError) as exc:
+            self._fail(exc)
+            return
+        self._sent.set()
+
+    async def _connect(self) -> None:
+        try:
+            if self._cluster_client is None:
+                conn = RespConnection(self.url, self.timeout)
+                await conn.open()
+                self._conn = conn
+            else:
+                await asyncio.wait_for(self._cluster_client.ping(), self.timeout)
+                self._conn = RespConnection(self.url, self.timeout)  # a placeholder: "connected"
         except (OSError, EOFError, TimeoutError, ProtocolError, ReplyError, asyncio.IncompleteReadError) as exc:
-            # Sent but unanswered: Redis may hold the batch. Keep it with its tag, and go on
-            # under a new writer id so that the tag alone tells whether it was applied.
-            if self.up:
-                log.warning("event stream unreachable, spooling events: %s", exc)
-            self.up = False
-            self.failures += 1
-            self._down_until = time.monotonic() + self.retry_interval
-            self._transport.close()
-            tag = f"{self._writer_id}:{self._n}"
-            self._writer_id, self._n = self._new_writer_id(), 0
-            self._replay_wanted = True
-            return self._to_spool(batch, tag)
-        except Exception as exc:  # redis-py errors on the cluster path
-            log.warning("event stream write failed, spooling events: %s", exc)
-            self.up = False
-            self._down_until = time.monotonic() + self.retry_interval
-            tag = f"{self._writer_id}:{self._n}"
-            self._writer_id, self._n = self._new_writer_id(), 0
-            self._replay_wanted = True
-            return self._to_spool(batch, tag)
-        self.committed += len(batch)
-        if not self.up:
-            self.up = True
-        if self._replay_wanted and (self._replay_task is None or self._replay_task.done()):
-            self._replay_wanted = False
-            self.spool.rotate()
-            self._replay_task = asyncio.get_running_loop().create_task(self._replay(), name="shortcore-spool-replay")
-        return True
+            self._down(exc)
+            self._spool_pending()
+            return
+        except Exception as exc:  # redis-py's errors on the cluster path
+            self._down(exc)
+            self._spool_pending()
+            return
+        finally:
+            self._connecting = None
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="shortcore-events-reader")
+        if self._replay_wanted:
+            self._start_replay()
+        self._flush()
+
+    async def _read(self) -> None:
+        """Matches replies to in-flight batches, in order, until the connection fails."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            while True:
+                if not self._inflight:
+                    self._sent.clear()
+                    await self._sent.wait()
+                    continue
+                n, events, waiters = self._inflight[0]
+                async with asyncio.timeout(self.timeout):
+                    if self._cluster_client is not None:
+                        reply = await self._cluster_client.evalsha(
+                            COMMIT_SHA, 2, STREAM_KEY, COMMITTED_KEY, self._writer_id, str(n), *events
+                        )
+                    else:
+                        reply = await conn.read()
+                if isinstance(reply, ReplyError):
+                    raise reply
+                self._inflight.popleft()
+                self.committed += len(events)
+                if not self.up:
+                    self.up = True
+                    log.info("event stream reachable")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(True)
+                if self._replay_wanted:
+                    self._start_replay()
+                if self._events:
+                    self._flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The connection broke: in-flight batches may or may not be in Redis. Spool each with its
+        tag and go on under a new writer id, so the tag alone tells whether it was applied."""
+        self._down(exc)
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self._reader = None
+        writer_id = self._writer_id
+        self._writer_id, self._n = self._new_writer_id(), 0
+        while self._inflight:
+            n, events, waiters = self._inflight.popleft()
+            self._resolve(waiters, self._to_spool(events, f"{writer_id}:{n}"))
+        self._spool_pending()
+
+    def _down(self, exc: BaseException) -> None:
+        if self.up or self.failures == 0:
+            log.warning("event stream unreachable, spooling events: %s", exc)
+        self.up = False
+        self.failures += 1
+        self._down_until = time.monotonic() + self.retry_interval
+        self._replay_wanted = True
+        # Try again even if no event comes: the spool waits for the reconnection.
+        asyncio.get_running_loop().call_later(self.retry_interval * 1.01, self._retry)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _retry(self) -> None:
+        if not self._closing and self._conn is None:
+            self._schedule()
+
+    def _spool_pending(self) -> None:
+        if self._events:
+            events, waiters = self._events, self._waiters
+            self._events, self._waiters = [], []
+            self.batches += 1
+            self._resolve(waiters, self._to_spool(events, ""))
+
+    @staticmethod
+    def _resolve(waiters: list[asyncio.Future[bool]], ok: bool) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(ok)
 
     def _to_spool(self, batch: list[bytes], tag: str) -> bool:
         try:
@@ -464,6 +592,15 @@ class EventWriter:
             return False
         self.spooled += len(batch)
         return True
+
+    # -- replay --------------------------------------------------------------------------------
+
+    def _start_replay(self) -> None:
+        if self._replay_task is not None and not self._replay_task.done():
+            return
+        self._replay_wanted = False
+        self.spool.rotate()
+        self._replay_task = asyncio.get_running_loop().create_task(self._replay(), name="shortcore-spool-replay")
 
     async def _replay(self) -> None:
         """Replays every spool file not in use, on a connection of its own."""
@@ -479,27 +616,32 @@ class EventWriter:
                             self.replayed += added
                     path.unlink()
                     log.info("replayed spool file %s", path.name)
+            self.spool.pending = 0
         except Exception as exc:
             log.warning("spool replay interrupted, will retry: %s", exc)
             self._replay_wanted = True
         finally:
             transport.close()
-            self.spool.pending = 0 if not self._replay_wanted else self.spool.pending
 
     async def replay_now(self) -> None:
-        """Replays spool files immediately (start-up, tests)."""
+        """Hands the active spool file over and replays every spool file now (tests, start-up)."""
+        self.spool.rotate()
         await self._replay()
 
     async def aclose(self) -> None:
-        """Flushes what is queued, then stops."""
-        for _ in range(100):
-            if not self._batch:
+        """Waits (briefly) for queued and in-flight events, then stops."""
+        self._closing = True
+        for _ in range(200):
+            if not self._events and not self._inflight and self._connecting is None:
                 break
             await asyncio.sleep(0.01)
-        for task in (self._task, self._replay_task):
+        for task in (self._reader, self._connecting, self._replay_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._transport.close()
+        if self._inflight or self._events:
+            self._fail(ConnectionError("shutting down"))
+        if self._conn is not None:
+            self._conn.close()
         self.spool.close()

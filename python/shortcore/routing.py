@@ -431,6 +431,7 @@ class RouteCache:
         self._allocated_at = -math.inf
         self._version: int | None = None
         self.connected = False
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._campaigns)
@@ -557,7 +558,7 @@ class RouteCache:
     async def watch(self) -> None:
         """Runs until cancelled: follows ``sc:routing``, reconnecting after outages. Redis
         Cluster clients poll the version key instead of subscribing."""
-        while True:
+        while not self.closed:
             try:
                 if hasattr(self.redis, "pubsub") and not hasattr(self.redis, "get_nodes"):
                     await self._follow()
@@ -568,6 +569,10 @@ class RouteCache:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if self.closed or (task is not None and task.cancelling()):
+                    # redis-py may turn a cancellation into a connection error; honour it.
+                    raise asyncio.CancelledError from exc
                 if self.connected:
                     log.warning("routing updates interrupted: %s", exc)
                 self.connected = False
@@ -579,7 +584,7 @@ class RouteCache:
             await pubsub.subscribe(CHANNEL)
             await self._check_version()
             self.connected = True
-            while True:
+            while not self.closed:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.poll_interval)
                 if message is None:
                     await self._check_version()
@@ -589,4 +594,4 @@ class RouteCache:
                     self.apply(data.decode("utf-8", "replace"))
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]

@@ -99,7 +99,13 @@ class EmbeddedStore:
                 self._port = _free_port()
             args += ["--port", str(self._port), "--bind", "127.0.0.1"]
         self._process = subprocess.Popen(
-            args, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl+C must not stop it before the edge has flushed.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -154,6 +160,16 @@ class EmbeddedStore:
 
 
 AnyRedis = aioredis.Redis | RedisCluster
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and ``/healthz``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + netloc, *parts[2:]))
 
 
 def is_cluster_url(url: str) -> bool:

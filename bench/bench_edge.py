@@ -1,0 +1,293 @@
+"""The edge under load: shortcore's tracked redirect against two baselines, in one run.
+
+All three are one uvicorn worker (uvloop, httptools, no access log) pinned to CPU 0; wrk (one
+thread, 64 connections, a random token of a 20,000-token campaign per request, a phone browser's
+headers) and the Valkey/Redis server share CPU 1.
+
+``redirect.ceiling_rps``  Starlette answering a fixed 302: no lookup, no event (``edge_apps.py``)
+``redirect.naive_rps``    per request ``await redis.get`` + ``await redis.xadd`` with redis-py
+``redirect.tracked_rps``  ``shortcore.edge``: decode, route from memory, classify, event held by
+                          Redis (group commit), 302 with UTM, click id and cookie
+``redirect.ratio``        tracked / ceiling; ``redirect.naive_ratio`` naive / ceiling
+``redirect.p99_ms``       p99 latency of the tracked run
+``redirect.events_ok``    1 when the stream holds at least as many events as wrk counted responses
+``redirect.nginx_rps``    nginx ``return 302`` (only when nginx is installed), for scale
+``redirect.granian_rps``  the tracked edge on granian instead of uvicorn (only when installed)
+``redis.bytes_per_link``  Redis ``used_memory`` growth / links, registering campaigns of 10M links
+                          in all (1M in quick mode): campaign-level data only, no key per link
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import require_release_build  # noqa: E402
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+CONNECTIONS = 64
+SECRET = "bench-secret"
+UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def _server(target: str, port: int, env: dict[str, str], factory: bool = False) -> subprocess.Popen[bytes]:
+    args = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", target, "--port", str(port)]
+    args += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    if factory:
+        args.append("--factory")
+    process = subprocess.Popen(args, env={**os.environ, **env}, cwd=HERE)
+    _wait_port(port)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _wrk_script(directory: Path, paths: list[str]) -> Path:
+    script = directory / "paths.lua"
+    body = ",".join(f'"{p}"' for p in paths)
+    script.write_text(
+        f"local paths = {{{body}}}\n"
+        f'wrk.headers["User-Agent"] = "{UA}"\n'
+        'wrk.headers["Accept"] = "text/html,application/xhtml+xml"\n'
+        'wrk.headers["Accept-Language"] = "en-GB,en;q=0.9"\n'
+        'wrk.headers["Sec-Fetch-Mode"] = "navigate"\n'
+        "math.randomseed(42)\n"
+        'request = function() return wrk.format("GET", paths[math.random(#paths)]) end\n'
+    )
+    return script
+
+
+def _wrk(port: int, script: Path, seconds: int) -> tuple[float, float, int]:
+    """Requests/s, p99 in ms, and the number of responses."""
+    args = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    args += ["-s", str(script), f"http://127.0.0.1:{port}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99_match is not None, out
+    value, unit = float(p99_match.group(1)), p99_match.group(2)
+    p99 = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx or 3xx" in out:
+        raise RuntimeError(f"errors under load:\n{out}")
+    return rps, p99, total
+
+
+def _measure(port: int, script: Path, seconds: int) -> tuple[float, float, int]:
+    _wrk(port, script, 1)  # warm-up
+    return _wrk(port, script, seconds)
+
+
+async def _setup(url: str, recipients: int) -> tuple[list[str], list[str]]:
+    """Registers the bench campaign and the naive baseline's per-link keys; returns both path lists."""
+    from shortcore import routing
+    from shortcore.store import connect
+    from shortcore.tokens import TokenCodec
+
+    redis = connect(url)
+    campaign = await routing.register_campaign(
+        redis,
+        id="bench",
+        account="bench",
+        domain="127.0.0.1",
+        recipients=recipients,
+        destinations=["https://shop.example/p?x=1", "https://shop.example/q#top"],
+        utm={"source": "sms", "medium": "sms", "campaign": "bench"},
+        sent_at=time.time() - 3600,
+    )
+    codec = TokenCodec(SECRET.encode(), 7)
+    tokens = codec.encode_range(campaign.seq_start, campaign.seq_count)
+    async with redis.pipeline(transaction=False) as pipe:
+        for token in tokens:
+            pipe.set(f"naive:link:{token}", "https://shop.example/p?x=1&utm_source=sms")
+        await pipe.execute()
+    await redis.aclose()
+    return [f"/{t}" for t in tokens], [f"/{t}" for t in tokens]
+
+
+async def _stream_length(url: str) -> int:
+    from shortcore.events import STREAM_KEY
+    from shortcore.store import connect
+
+    redis = connect(url)
+    try:
+        return int(await redis.xlen(STREAM_KEY))
+    finally:
+        await redis.aclose()
+
+
+async def _bytes_per_link(url: str, links: int) -> float:
+    from shortcore import routing
+    from shortcore.store import connect
+
+    redis = connect(url)
+    try:
+        before = (await redis.info("memory"))["used_memory"]
+        per_campaign = 100_000
+        recipients = per_campaign // 2
+        for i in range(links // per_campaign):
+            await routing.register_campaign(
+                redis,
+                id=f"mem-{i:05d}",
+                account="bench",
+                domain="ul.example",
+                recipients=recipients,
+                destinations=[f"https://shop.example/spring-sale/{i}?ref=sms", "https://shop.example/stores"],
+                utm={"source": "sms", "campaign": f"spring-{i}"},
+                sent_at=time.time(),
+                expires_at=time.time() + 30 * 86400,
+            )
+        after = (await redis.info("memory"))["used_memory"]
+        return (after - before) / links
+    finally:
+        await redis.aclose()
+
+
+def _nginx(directory: Path, script: Path, seconds: int) -> float | None:
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        return None
+    port = _free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"daemon off; worker_processes 1; pid {directory}/nginx.pid; error_log {directory}/nginx.err;\n"
+        f"events {{}} http {{ access_log off; server {{ listen 127.0.0.1:{port};"
+        " location / { return 302 https://shop.example/p?x=1; } } }\n"
+    )
+    process = subprocess.Popen(["taskset", "-c", SERVER_CPU, nginx, "-c", str(conf), "-p", str(directory)])
+    try:
+        _wait_port(port)
+        return _measure(port, script, seconds)[0]
+    finally:
+        _stop(process)
+
+
+def run(quick: bool) -> dict[str, float]:
+    from shortcore.store import EmbeddedStore
+
+    require_release_build()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_edge needs wrk (apt-get install wrk)")
+    seconds = 3 if quick else 8
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="sc-bench-") as tmp:
+        directory = Path(tmp)
+        store = EmbeddedStore(directory / "data")
+        url = store.start()
+        try:
+            assert store._process is not None
+            os.sched_setaffinity(store._process.pid, {int(LOAD_CPU)})
+            paths, _ = asyncio.run(_setup(url, 10_000))
+            script = _wrk_script(directory, paths)
+            env = {
+                "BENCH_REDIS_URL": url,
+                "SHORTCORE_REDIS_URL": url,
+                "SHORTCORE_SECRET": SECRET,
+                "SHORTCORE_DATA_DIR": str(directory / "data"),
+                "PYTHONPATH": str(HERE),
+            }
+
+            port = _free_port()
+            process = _server("edge_apps:ceiling_app", port, env)
+            try:
+                figures["redirect.ceiling_rps"], _, _ = _measure(port, script, seconds)
+            finally:
+                _stop(process)
+
+            port = _free_port()
+            process = _server("edge_apps:naive_app", port, env)
+            try:
+                figures["redirect.naive_rps"], _, _ = _measure(port, script, seconds)
+            finally:
+                _stop(process)
+
+            port = _free_port()
+            before = asyncio.run(_stream_length(url))
+            process = _server("shortcore.edge:create_app", port, env, factory=True)
+            try:
+                _wrk(port, script, 1)
+                warm = asyncio.run(_stream_length(url))
+                rps, p99, total = _wrk(port, script, seconds)
+            finally:
+                _stop(process)
+            after = asyncio.run(_stream_length(url))
+            figures["redirect.tracked_rps"] = rps
+            figures["redirect.p99_ms"] = p99
+            figures["redirect.events_ok"] = 1.0 if after - warm >= total and warm > before else 0.0
+
+            granian = _granian(directory, env, script, seconds)
+            if granian is not None:
+                figures["redirect.granian_rps"] = granian
+            nginx = _nginx(directory, script, seconds)
+            if nginx is not None:
+                figures["redirect.nginx_rps"] = nginx
+
+            figures["redirect.ratio"] = figures["redirect.tracked_rps"] / figures["redirect.ceiling_rps"]
+            figures["redirect.naive_ratio"] = figures["redirect.naive_rps"] / figures["redirect.ceiling_rps"]
+        finally:
+            store.stop()
+        # A fresh server of its own, so nothing of the load runs is freed during the measure.
+        with EmbeddedStore(directory / "memory") as fresh:
+            figures["redis.bytes_per_link"] = asyncio.run(
+                _bytes_per_link(fresh.url, 1_000_000 if quick else 10_000_000)
+            )
+    return figures
+
+
+def _granian(directory: Path, env: dict[str, str], script: Path, seconds: int) -> float | None:
+    if shutil.which("granian") is None and not (Path(sys.executable).parent / "granian").exists():
+        return None
+    port = _free_port()
+    binary = shutil.which("granian") or str(Path(sys.executable).parent / "granian")
+    args = ["taskset", "-c", SERVER_CPU, binary, "--interface", "asgi", "--factory", "--port", str(port)]
+    args += ["--no-ws", "--log-level", "warning", "--loop", "uvloop", "shortcore.edge:create_app"]
+    process = subprocess.Popen(args, env={**os.environ, **env}, cwd=HERE)
+    try:
+        _wait_port(port)
+        return _measure(port, script, seconds)[0]
+    finally:
+        _stop(process)
+
+
+if __name__ == "__main__":
+    quick = "--quick" in sys.argv
+    for key, value in sorted(run(quick).items()):
+        print(f"{key:28} {value:>14,.3f}")
