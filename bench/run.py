@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 from common import machine, require_release_build  # noqa: E402
 
 # Order matters little; the edge bench is the slowest.
-MODULES = ["bench_tokens", "bench_classify", "bench_campaign", "bench_edge", "bench_webhooks"]
+MODULES = ["bench_tokens", "bench_classify", "bench_campaign", "bench_sink", "bench_webhooks", "bench_edge"]
 
 
 def main() -> int:

@@ -88,8 +88,8 @@ def _add_campaign(client: Client, campaign: str, links: int) -> None:
     now = dt.datetime.now(dt.UTC)
     client.insert(
         f"{DATABASE}.campaigns",
-        [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links, [f"https://x.example/{i}" for i in range(links)],  # noqa: E501
-          {}, False, None, None, now, 1]],
+        [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links,
+          [f"https://x.example/{i}" for i in range(links)], {}, False, None, None, now, 1]],
         column_names=["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
                       "utm", "click_param", "sent_at", "expires_at", "created_at", "version"],
     )  # fmt: skip

@@ -93,18 +93,23 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
         parameters=params,
     ).named_results()
     total = next(totals)
+    # Per recipient: viewed (a preview on any link) and then either never clicked, or clicked a
+    # link after its preview (the view upgraded to a click).
     funnel = client.query(
         f"""
-        SELECT
-            countIf(viewed_at IS NOT NULL AND clicked_at IS NULL) AS viewed_not_clicked,
-            countIf(viewed_at IS NOT NULL AND clicked_at >= viewed_at) AS clicked_after_view
+        SELECT countIf(clicks = 0) AS viewed_not_clicked, countIf(upgraded) AS clicked_after_view
         FROM (
-            SELECT recipient_index,
-                minIf(time, class = 'preview')::Nullable(DateTime64(3, 'UTC')) AS viewed_at,
-                maxIf(time, class = 'human')::Nullable(DateTime64(3, 'UTC')) AS clicked_at
-            FROM {events} AND type = 'click' AND recipient_index >= 0
-            GROUP BY recipient_index, link_index
-            HAVING countIf(class = 'preview') > 0
+            SELECT recipient_index, sum(humans) AS clicks, max(previews > 0) AS viewed,
+                max(humans > 0 AND previews > 0 AND last_click >= first_view) AS upgraded
+            FROM (
+                SELECT recipient_index, link_index, countIf(class = 'preview') AS previews,
+                    countIf(class = 'human') AS humans, minIf(time, class = 'preview') AS first_view,
+                    maxIf(time, class = 'human') AS last_click
+                FROM {events} AND type = 'click' AND recipient_index >= 0
+                GROUP BY recipient_index, link_index
+            )
+            GROUP BY recipient_index
+            HAVING viewed
         )
         """,
         parameters=params,
@@ -198,8 +203,12 @@ def click_page(
     params: dict[str, Any] = {"c": campaign_id}
     where = ""
     if after is not None:
-        params |= {"t": after[0], "id": after[1]}
-        where = "AND (time, event_id) > (%(t)s, %(id)s)"
+        when = after[0] if after[0].tzinfo else after[0].replace(tzinfo=dt.UTC)
+        params |= {"ms": round(when.timestamp() * 1000), "id": str(after[1])}
+        where = (
+            "AND time >= fromUnixTimestamp64Milli(%(ms)s, 'UTC') "
+            "AND (toUnixTimestamp64Milli(time), event_id) > (%(ms)s, toUUID(%(id)s))"
+        )
     rows = list(
         client.query(
             f"""

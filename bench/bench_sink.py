@@ -1,0 +1,181 @@
+"""The event sink: Redis stream → chDB, events per second, against a plain column insert.
+
+* ``sink.events_per_s`` — events written to the stream beforehand, then drained by one sink
+  (read, check, enrich, sequence rules, insert, acknowledge, trim) into chDB;
+* ``sink.baseline_column_insert_per_s`` — the same events as ready-made columns inserted with
+  clickhouse-connect's ``client.insert(column_oriented=True)`` (no Redis, no checks): what a
+  plain insert costs;
+* ``sink.ratio_vs_column_insert`` — the first over the second;
+* ``sink.cpu_per_wall`` — CPU seconds of the sink's process per second of the drain (1.0 = one
+  core busy);
+* ``sink.click_to_stats_median_s`` / ``p90`` — while a writer keeps ``LOAD`` events a second
+  coming, the time from writing a click to seeing it in ``events FINAL``.
+
+Runs in a child process: chDB opens one data directory per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LOAD = 20_000  # events per second during the latency measurement
+
+
+def run(quick: bool) -> dict[str, float]:
+    n = 60_000 if quick else 300_000
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", str(n), "--latency-seconds", "4" if quick else "15"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench_sink child failed:\n{out.stderr[-4000:]}")
+    figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _child(n: int, latency_seconds: float) -> dict[str, float]:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import orjson
+
+    from shortcore.analytics import DATABASE, AnalyticsStore
+    from shortcore.sink import STREAM_KEY, EventSink, SinkSettings, stream_backlog
+    from shortcore.store import EmbeddedStore, connect
+
+    from sinkdata import bulk, click
+
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="shortcore-bench-sink-") as tmp:
+        store = EmbeddedStore(Path(tmp))
+        url = store.start()
+        analytics = AnalyticsStore.open(f"chdb://{tmp}/clickhouse")
+        events = bulk(n)
+        try:
+
+            async def drain() -> None:
+                redis = connect(url)
+                for start in range(0, n, 20_000):
+                    pipe = redis.pipeline(transaction=False)
+                    for event in events[start : start + 20_000]:
+                        pipe.xadd(STREAM_KEY, {"e": event})
+                    await pipe.execute()
+                sink = EventSink(redis, analytics, SinkSettings())
+                stop = asyncio.Event()
+                cpu, wall = time.process_time(), time.perf_counter()
+                task = asyncio.create_task(sink.run(stop))
+                while sink.status.inserted < n:
+                    await asyncio.sleep(0.005)
+                    if task.done():
+                        task.result()
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                stop.set()
+                await task
+                figures["sink.events_per_s"] = n / wall
+                figures["sink.cpu_per_wall"] = cpu / wall
+
+                # Latency under load: LOAD events a second, a marked click every 0.1 s.
+                stop = asyncio.Event()
+                task = asyncio.create_task(EventSink(redis, analytics, SinkSettings()).run(stop))
+                latencies: list[float] = []
+                pending: dict[str, float] = {}
+                filler = bulk(LOAD // 10, campaigns=500)
+                started = time.monotonic()
+                tick = 0
+                while time.monotonic() - started < latency_seconds:
+                    tick += 1
+                    marker = f"cmp_bench{tick:011d}"
+                    pipe = redis.pipeline(transaction=False)
+                    for event in filler:
+                        pipe.xadd(STREAM_KEY, {"e": event})
+                    pipe.xadd(STREAM_KEY, {"e": orjson.dumps(click(marker, 0))})
+                    await pipe.execute()
+                    pending[marker] = time.monotonic()
+
+                    def seen(client: Any, markers: list[str]) -> set[str]:
+                        rows = client.query(
+                            f"SELECT DISTINCT campaign_id FROM {DATABASE}.events FINAL WHERE campaign_id IN %(m)s",
+                            parameters={"m": markers},
+                        ).result_rows
+                        return {row[0] for row in rows}
+
+                    for found in await analytics.run(seen, list(pending)):
+                        latencies.append(time.monotonic() - pending.pop(found))
+                    await asyncio.sleep(max(0.0, started + tick * 0.1 - time.monotonic()))
+                deadline = time.monotonic() + 10
+                while pending and time.monotonic() < deadline:
+                    for found in await analytics.run(seen, list(pending)):
+                        latencies.append(time.monotonic() - pending.pop(found))
+                    await asyncio.sleep(0.02)
+                stop.set()
+                await task
+                assert (await stream_backlog(redis)).events == 0
+                await redis.aclose()
+                latencies.sort()
+                figures["sink.click_to_stats_median_s"] = statistics.median(latencies)
+                figures["sink.click_to_stats_p90_s"] = latencies[int(len(latencies) * 0.9)]
+                figures["sink.latency_load_events_per_s"] = float(LOAD)
+
+            asyncio.run(drain())
+
+            # Baseline: the same events as columns, one clickhouse-connect insert per 20,000.
+            parsed = [orjson.loads(e) for e in events]
+            columns = [
+                "event_id", "time", "type", "outcome", "account", "campaign_id", "domain", "token", "recipient_index",
+                "link_index", "class", "reason", "edge_class", "edge_reason", "method", "ip", "user_agent", "headers",
+                "browser", "os", "device", "click_id",
+            ]  # fmt: skip
+            import datetime as dt
+            import uuid
+
+            def as_columns(chunk: list[dict[str, Any]]) -> list[list[Any]]:
+                out: list[list[Any]] = []
+                for name in columns:
+                    if name == "event_id":
+                        out.append([uuid.UUID(e["event_id"]) for e in chunk])
+                    elif name == "time":
+                        out.append([dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC) for e in chunk])
+                    elif name in ("edge_class", "edge_reason"):
+                        out.append([e[name.removeprefix("edge_")] for e in chunk])
+                    else:
+                        out.append([e[name] for e in chunk])
+                return out
+
+            chunks = [as_columns(parsed[s : s + 20_000]) for s in range(0, n, 20_000)]
+            analytics.client.command(f"CREATE TABLE {DATABASE}.events_baseline AS {DATABASE}.events")
+            started = time.perf_counter()
+            for chunk in chunks:
+                analytics.client.insert(
+                    f"{DATABASE}.events_baseline", chunk, column_names=columns, column_oriented=True
+                )
+            figures["sink.baseline_column_insert_per_s"] = n / (time.perf_counter() - started)
+            figures["sink.ratio_vs_column_insert"] = (
+                figures["sink.events_per_s"] / figures["sink.baseline_column_insert_per_s"]
+            )
+        finally:
+            analytics.close()
+            store.stop()
+    return figures
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        seconds = float(sys.argv[4]) if len(sys.argv) >= 5 else 4.0
+        print(json.dumps(_child(int(sys.argv[2]), seconds)))
+    else:
+        sys.path.insert(0, str(HERE))
+        from common import require_release_build
+
+        require_release_build()
+        for key, value in run(quick="--full" not in sys.argv).items():
+            print(f"{key:36} {value:>14,.3f}")
+    sys.stdout.flush()
