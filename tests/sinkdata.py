@@ -62,7 +62,9 @@ def click(
     return event
 
 
-def conversion(click_id: str, value: float = 10.0, order_id: str = "", at: float | None = None) -> dict[str, Any]:
+def conversion(
+    click_id: str, value: float = 10.0, order_id: str = "", at: float | None = None, tag: str = "ct_1"
+) -> dict[str, Any]:
     now = time.time() if at is None else at
     return {
         "v": EVENT_VERSION,
@@ -88,7 +90,7 @@ def conversion(click_id: str, value: float = 10.0, order_id: str = "", at: float
         "click_id": click_id,
         "click_param": "",
         "click_cookie": click_id,
-        "conversion_tag": "ct_1",
+        "conversion_tag": tag,
         "event_name": "purchase",
         "value": value,
         "value_raw": "",

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the edge (redirects, pixel, healthz, metrics) on the embedded stores unless URLs are given",
+        help="run the edge (short links, pixel, healthz, metrics) and the control API on embedded stores",
         description="Runs shortcore. With no SHORTCORE_REDIS_URL it starts a Valkey/Redis server of its own "
         "(files in the data directory, AOF on) and stops it on exit. Each flag overrides its SHORTCORE_* variable.",
     )
@@ -119,27 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     _api_options(sql, "SHORTCORE_ADMIN_KEY", "--admin-key")
     _store_options(sql)
     sql.set_defaults(handler=_sql)
-
-    serve = commands.add_parser(
-        "serve",
-        help="run the edge (redirects, pixel, healthz, metrics) on the embedded stores unless URLs are given",
-        description="Runs shortcore. With no SHORTCORE_REDIS_URL it starts a Valkey/Redis server of its own "
-        "(files in the data directory, AOF on) and stops it on exit. Each flag overrides its SHORTCORE_* variable.",
-    )
-    serve.add_argument("--data-dir", help="where the embedded stores keep their files (default ./.shortcore)")
-    serve.add_argument("--redis-url", help="redis://, rediss://, unix:// or redis+cluster:// URL; unset = embedded")
-    serve.add_argument("--clickhouse-url", help="chdb:///path or http(s)://user:pass@host:8123/db")
-    serve.add_argument("--secret", help="the key behind tokens (default: generated once, kept in the data dir)")
-    serve.add_argument("--base-url", help="the default short domain, e.g. https://ul.example")
-    serve.add_argument("--trusted-proxy-header", help="header your proxy sets with the client address")
-    serve.add_argument("--unknown-token-limit", type=int, help="unknown tokens a client may try per minute (0: off)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default %(default)s)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default %(default)s)")
-    serve.add_argument(
-        "--server", choices=["uvicorn", "granian"], default="uvicorn", help="ASGI server (default %(default)s)"
-    )
-    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -251,29 +230,6 @@ def _sql(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         sys.stdout = None
     return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from shortcore.config import ConfigError
-    from shortcore.serve import serve
-
-    try:
-        return serve(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            server=args.server,
-            data_dir=args.data_dir,
-            redis_url=args.redis_url,
-            clickhouse_url=args.clickhouse_url,
-            secret=args.secret,
-            base_url=args.base_url,
-            trusted_proxy_header=args.trusted_proxy_header,
-            unknown_token_limit=args.unknown_token_limit,
-        )
-    except ConfigError as error:
-        print(f"shortcore serve: {error}", file=sys.stderr)
-        return 2
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
