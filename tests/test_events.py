@@ -115,7 +115,7 @@ def test_spool_left_by_a_dead_process_is_replayed_at_start(tmp_path: Path, redis
     orphan.close()  # the lock goes with the process
 
     async def main() -> None:
-        async with edge(redis_url, tmp_path / "edge") as (state, client):
+        async with edge(redis_url, tmp_path / "edge") as (state, _client):
             for _ in range(100):
                 if not list(spool_dir.glob("*.jsonl")):
                     break
