@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 DATA = Path(__file__).parent / "data"
 
@@ -37,3 +43,13 @@ def sms_cases() -> list[tuple[str, str, int, int, int]]:
 def link_cases() -> list[dict[str, Any]]:
     lines = (DATA / "links.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="session")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """The test run's one embedded ClickHouse: chDB allows one data directory per process."""
+    from shortcore.analytics import connect
+
+    client = connect(f"chdb://{tmp_path_factory.mktemp('clickhouse')}")
+    yield client
+    client.close()

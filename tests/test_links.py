@@ -73,3 +73,23 @@ def test_bad_input() -> None:
     assert find_links("no links at all") == []
     huge = "word " * 10_000 + "https://example.com/end"
     assert find_links(huge) == [(len(huge) - 23, len(huge), "https://example.com/end")]
+
+
+def test_render_recipients_routes_by_sequence_number() -> None:
+    from shortcore.tokens import TokenCodec
+
+    codec = TokenCodec(b"campaign test")
+    template = MessageTemplate("A https://a.example/1 B https://b.example/2", scheme="drop")
+    messages = template.render_recipients(codec, "https://ul.example/", 5_000, 10, 3)
+    assert len(messages) == 3
+    for offset, message in enumerate(messages):
+        recipient = 10 + offset
+        want = [f"https://ul.example/{codec.encode(5_000 + recipient * 2 + link)}" for link in range(2)]
+        assert message.short_urls == want
+        assert message.text == f"A {want[0][8:]} B {want[1][8:]}"
+    plain = MessageTemplate("no links").render_recipients(codec, "https://ul.example", 0, 0, 2)
+    assert [m.text for m in plain] == ["no links", "no links"]
+    with pytest.raises(InvalidArgumentError):
+        template.render_recipients(codec, "https://ul.example", codec.max_seq, 0, 1)
+    with pytest.raises(OverflowError):
+        template.render_recipients(codec, "https://ul.example", -1, 0, 1)

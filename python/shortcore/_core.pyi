@@ -10,6 +10,7 @@ __all__ = [
     "InvalidArgumentError",
     "MessageSize",
     "MessageTemplate",
+    "PhoneNormalizer",
     "RenderedMessage",
     "ShortcoreError",
     "TokenCodec",
@@ -86,6 +87,9 @@ class RenderedMessage:
     def links(self) -> list[tuple[int, int]]:
         """Character offsets ``(start, end)`` of each short link in ``text``."""
     @property
+    def short_urls(self) -> list[str]:
+        """The short links, each with its scheme whether or not the text drops it."""
+    @property
     def before(self) -> MessageSize:
         """The original text's size."""
     @property
@@ -114,9 +118,28 @@ class MessageTemplate:
         """The message for one recipient; InvalidArgumentError unless one URL per destination."""
     def render_many(self, short_urls: list[list[str]]) -> list[RenderedMessage]:
         """The messages of many recipients at once, without the GIL."""
+    def render_recipients(
+        self, codec: TokenCodec, base_url: str, seq_start: int, first_recipient: int, count: int
+    ) -> list[RenderedMessage]:
+        """Recipient ``r``'s link ``l`` gets the token of ``seq_start + r * len(destinations) + l``
+        on ``base_url``; ``count`` recipients from ``first_recipient``, without the GIL."""
 
 def rewrite(text: str, short_urls: list[str], *, scheme: str = "keep", only_last: bool = False) -> RenderedMessage:
     """Rewrites ``text`` with one short URL per link to shorten."""
+
+@final
+class PhoneNormalizer:
+    """Validates phone numbers (libphonenumber's rules) and writes them in E.164."""
+
+    def __new__(cls, default_region: str | None = None) -> PhoneNormalizer:
+        """National numbers are read in ``default_region`` (e.g. ``"DE"``); InvalidArgumentError if unknown."""
+    @property
+    def default_region(self) -> str | None:
+        """The region national numbers are read in, or None."""
+    def normalize(self, raw: str) -> str:
+        """The number in E.164; InvalidArgumentError with the reason when it is not valid."""
+    def normalize_many(self, raws: list[str]) -> list[tuple[str | None, str | None]]:
+        """``(e164, None)`` or ``(None, reason)`` per number, in order, on every core without the GIL."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
 """Lowercase names of the headers the classifier reads; the edge stores these with each event."""

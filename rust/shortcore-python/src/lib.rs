@@ -7,6 +7,7 @@
 mod classify;
 mod errors;
 mod links;
+mod phones;
 mod sms;
 mod tokens;
 
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     tokens::register(m)?;
     links::register(m)?;
+    phones::register(m)?;
     sms::register(m)?;
     classify::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

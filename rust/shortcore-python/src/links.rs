@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 use crate::errors::{invalid_argument, to_py};
 use crate::sms::PyMessageSize;
+use crate::tokens::PyTokenCodec;
 use crate::without_gil;
 use shortcore::links::{char_offsets, RewriteOptions, SchemeMode};
 
@@ -43,6 +44,8 @@ pub struct PyRenderedMessage {
     #[pyo3(get)]
     links: Vec<(usize, usize)>,
     #[pyo3(get)]
+    short_urls: Vec<String>,
+    #[pyo3(get)]
     before: PyMessageSize,
     #[pyo3(get)]
     after: PyMessageSize,
@@ -53,6 +56,7 @@ impl From<shortcore::RenderedMessage> for PyRenderedMessage {
         Self {
             text: m.text,
             links: m.links,
+            short_urls: m.short_urls,
             before: m.before.into(),
             after: m.after.into(),
         }
@@ -126,6 +130,26 @@ impl PyMessageTemplate {
                 .iter()
                 .map(|urls| inner.render(urls).map(PyRenderedMessage::from))
                 .collect::<Result<Vec<_>, _>>()
+        });
+        rendered.map_err(|e| to_py(py, &e))
+    }
+
+    /// The messages of `count` recipients from `first_recipient` of a campaign whose tokens start
+    /// at `seq_start`, with short links on `base_url`, without the GIL.
+    fn render_recipients(
+        &self,
+        py: Python<'_>,
+        codec: &PyTokenCodec,
+        base_url: &str,
+        seq_start: u64,
+        first_recipient: u64,
+        count: u64,
+    ) -> PyResult<Vec<PyRenderedMessage>> {
+        let (inner, codec) = (&self.inner, codec.core());
+        let rendered = without_gil(py, || {
+            inner
+                .render_recipients(codec, base_url, seq_start, first_recipient, count)
+                .map(|messages| messages.into_iter().map(PyRenderedMessage::from).collect::<Vec<_>>())
         });
         rendered.map_err(|e| to_py(py, &e))
     }

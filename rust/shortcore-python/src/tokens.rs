@@ -12,6 +12,13 @@ pub struct PyTokenCodec {
     inner: shortcore::TokenCodec,
 }
 
+impl PyTokenCodec {
+    /// The core codec, for other classes of the binding.
+    pub(crate) fn core(&self) -> &shortcore::TokenCodec {
+        &self.inner
+    }
+}
+
 /// A Python int as a sequence number, or `InvalidArgumentError` naming `what`.
 fn sequence_number(py: Python<'_>, value: i128, what: &str) -> PyResult<u64> {
     u64::try_from(value)

@@ -4,6 +4,7 @@
 //! * [`classify`] — request classification: a person's click, a link preview, or a bot.
 //! * [`useragent`] — user-agent parsing: browser, OS and device.
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
+//! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
@@ -24,6 +25,7 @@ pub mod classify;
 mod error;
 pub mod links;
 mod patterns;
+pub mod phones;
 pub mod sms;
 pub mod tokens;
 pub mod useragent;
@@ -33,6 +35,7 @@ pub use classify::{
 };
 pub use error::{Error, Result};
 pub use links::{find_links, Link, MessageTemplate, RenderedMessage, RewriteOptions, SchemeMode};
+pub use phones::{PhoneError, PhoneNormalizer};
 pub use sms::{measure, Encoding, MessageSize};
 pub use tokens::{Token, TokenCodec};
 pub use useragent::{parse_user_agent, Device, UserAgent, Version};

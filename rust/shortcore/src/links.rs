@@ -14,6 +14,7 @@ use std::sync::LazyLock;
 
 use crate::error::{Error, Result};
 use crate::sms::{measure, MessageSize};
+use crate::tokens::TokenCodec;
 
 static FINDER: LazyLock<LinkFinder> = LazyLock::new(|| {
     let mut finder = LinkFinder::new();
@@ -197,6 +198,8 @@ pub struct RenderedMessage {
     pub text: String,
     /// Character offsets `(start, end)` of each short link in `text`, in order.
     pub links: Vec<(usize, usize)>,
+    /// The short links, each with its scheme whether or not the text drops it.
+    pub short_urls: Vec<String>,
     /// The original text's size.
     pub before: MessageSize,
     /// The rendered text's size.
@@ -312,9 +315,69 @@ impl MessageTemplate {
         RenderedMessage {
             text,
             links,
+            short_urls: short_urls.iter().map(|u| u.as_ref().to_owned()).collect(),
             before: self.original,
             after,
         }
+    }
+}
+
+impl MessageTemplate {
+    /// Renders the messages of `count` consecutive recipients from `first_recipient`, for a
+    /// campaign whose token range starts at `seq_start`: recipient `r`'s link `l` is the token of
+    /// `seq_start + r × links + l` on `base_url` (`https://ul.example`).
+    ///
+    /// # Errors
+    /// An invalid-argument error when a sequence number would overflow or not fit the codec.
+    ///
+    /// # Examples
+    /// ```
+    /// use shortcore::{MessageTemplate, RewriteOptions, TokenCodec};
+    ///
+    /// let codec = TokenCodec::new(b"secret", 7)?;
+    /// let template = MessageTemplate::new("A https://a.example B https://b.example", RewriteOptions::default());
+    /// let messages = template.render_recipients(&codec, "https://ul.example/", 1000, 0, 3)?;
+    /// assert_eq!(messages.len(), 3);
+    /// let token = codec.encode(1000 + 2 * 2 + 1)?; // recipient 2, link 1
+    /// assert_eq!(messages[2].short_urls[1], format!("https://ul.example/{token}"));
+    /// # Ok::<(), shortcore::Error>(())
+    /// ```
+    pub fn render_recipients(
+        &self,
+        codec: &TokenCodec,
+        base_url: &str,
+        seq_start: u64,
+        first_recipient: u64,
+        count: u64,
+    ) -> Result<Vec<RenderedMessage>> {
+        let links = self.shortened.len() as u64;
+        let overflow = || Error::invalid_argument("the recipients' sequence numbers overflow 64 bits");
+        let first = first_recipient
+            .checked_mul(links)
+            .and_then(|o| o.checked_add(seq_start))
+            .ok_or_else(overflow)?;
+        let total = count.checked_mul(links).ok_or_else(overflow)?;
+        let mut tokens = Vec::new();
+        codec.encode_range_into(first, total, &mut tokens)?;
+        let base = base_url.trim_end_matches('/');
+        let mut urls: Vec<String> = Vec::with_capacity(self.shortened.len());
+        let count = usize::try_from(count).map_err(|_| overflow())?;
+        if links == 0 {
+            return Ok(vec![self.render_with::<&str>(&[], 0); count]);
+        }
+        let mut messages = Vec::with_capacity(count);
+        for chunk in tokens.chunks(self.shortened.len()) {
+            urls.clear();
+            urls.extend(chunk.iter().map(|token| {
+                let mut url = String::with_capacity(base.len() + 1 + token.as_str().len());
+                url.push_str(base);
+                url.push('/');
+                url.push_str(token.as_str());
+                url
+            }));
+            messages.push(self.render(&urls)?);
+        }
+        Ok(messages)
     }
 }
 
