@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from shortcore.config import Settings
 from shortcore.edge import EdgeApp, EdgeState
