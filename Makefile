@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SHELL := /bin/bash
 
-.PHONY: help build serve test test-rust test-python lint bench bench-quick clean
+.PHONY: help build serve test test-rust test-python lint bench bench-quick bench-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ bench: build ## the full benchmark suite (release build, minutes)
 
 bench-quick: build ## a quick benchmark run (under 3 minutes)
 	$(BIN)/python bench/run.py --quick
+
+bench-check: build ## CI: a quick run must write every figure (speed is not judged)
+	$(BIN)/python bench/run.py --quick --check --out $$(mktemp -d)
 
 clean: ## remove build products and the venv
 	rm -rf target $(VENV)

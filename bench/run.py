@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,16 @@ sys.path.insert(0, str(HERE))
 from common import machine, require_release_build  # noqa: E402
 
 # Order matters little; the edge bench is the slowest.
+# The keys every run must write (issue 8); a module may add more.
+REQUIRED_KEYS = (
+    "redirect.tracked_rps", "redirect.ceiling_rps", "redirect.ratio", "redirect.p99_ms",
+    "tokens.rust_per_s", "tokens.sqids_per_s", "tokens.ratio",
+    "classify.rust_per_s", "classify.crawlerdetect_per_s", "classify.ratio", "classify.accuracy",
+    "classify.crawlerdetect_accuracy",
+    "campaign.recipients_per_s", "campaign.peak_rss_mb",
+    "sink.events_per_s", "redis.bytes_per_link", "webhooks.deliveries_per_s",
+)  # fmt: skip
+
 MODULES = ["bench_tokens", "bench_classify", "bench_campaign", "bench_sink", "bench_webhooks", "bench_edge"]
 
 
@@ -31,6 +42,9 @@ def main() -> int:
     mode.add_argument("--quick", action="store_true", help="small sizes, same keys (CI checks the keys)")
     mode.add_argument("--full", action="store_true", help="the sizes the issues name")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where latest.json and latest.md go")
+    parser.add_argument(
+        "--check", action="store_true", help="fail unless every required key was written as a number (CI)"
+    )
     args = parser.parse_args()
     require_release_build()
 
@@ -53,6 +67,14 @@ def main() -> int:
     (args.out / "latest.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     (args.out / "latest.md").write_text(markdown(record))
     print(f"wrote {args.out / 'latest.json'} and latest.md")
+    if args.check:
+        missing = [key for key in REQUIRED_KEYS if not isinstance(figures.get(key), int | float)]
+        if shutil.which("nginx") and "redirect.nginx_rps" not in figures:
+            missing.append("redirect.nginx_rps")
+        if missing:
+            print(f"missing figures: {', '.join(missing)}", file=sys.stderr)
+            return 1
+        print(f"check: all {len(REQUIRED_KEYS)} required figures written")
     return 0
 
 
