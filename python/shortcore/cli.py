@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--default-region", help="region for national numbers, e.g. DE")
     create.add_argument(
         "--api-url",
-        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8000"),
-        help="the server (default $SHORTCORE_API_URL or %(default)s)",
+        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8001"),
+        help="the control API of a running server (default $SHORTCORE_API_URL or %(default)s)",
     )
     create.add_argument("--api-key", default=os.environ.get("SHORTCORE_API_KEY"), help="default $SHORTCORE_API_KEY")
     create.set_defaults(handler=_campaign_create)
@@ -142,8 +142,8 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def _api_options(parser: argparse.ArgumentParser, key_env: str, key_flag: str) -> None:
     parser.add_argument(
         "--api-url",
-        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8000"),
-        help="the server (default $SHORTCORE_API_URL or %(default)s)",
+        default=os.environ.get("SHORTCORE_API_URL", "http://127.0.0.1:8001"),
+        help="the control API of a running server (default $SHORTCORE_API_URL or %(default)s)",
     )
     parser.add_argument(key_flag, dest="key", default=os.environ.get(key_env), help=f"default ${key_env}")
 
