@@ -164,6 +164,10 @@ async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.
     raise AssertionError("timed out")
 
 
+async def _has_dead(service: WebhookService, account: str) -> bool:
+    return bool(await service.sender.outbox.dead(account))
+
+
 async def _none_pending(service: WebhookService) -> bool:
     return await service.sender.outbox.pending() == 0
 
@@ -281,6 +285,8 @@ def test_dead_letters_and_replay(redis_url: str) -> None:
             row = click_row("acc_1")
             await service.after_insert([row])
             await until(lambda: service.sender.status.dead_lettered == 1)
+            # Dead letters are written to Redis in batches, a moment after they are counted.
+            await until(lambda: _has_dead(service, "acc_1"))
             dead = await service.sender.outbox.dead("acc_1")
             assert len(dead) == 1 and dead[0]["event_ids"] == [row.event["event_id"]]
             assert dead[0]["last_status"] == 503 and dead[0]["attempts"] >= 2
