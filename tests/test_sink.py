@@ -384,15 +384,18 @@ def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None
         "SHORTCORE_SINK_CLAIM_IDLE": "1",
     }
     events = bulk(FAULT_EVENTS)
-    first = _sink_process(env, tmp_path / "sink.log")
+    first: subprocess.Popen[bytes] | None = None
     second: subprocess.Popen[bytes] | None = None
     try:
 
         async def feed_and_kill() -> int:
+            nonlocal first
             redis = connect(url)
+            # Everything is in the stream before the sink starts (its group reads from the start),
+            # so it cannot drain the stream before the kill however fast it is.
             for start in range(0, FAULT_EVENTS, 10_000):
                 await _write(redis, events[start : start + 10_000])
-                await asyncio.sleep(0.05)
+            first = _sink_process(env, tmp_path / "sink.log")
             # Kill once part of the events is in: some inserted, some pending, some never read.
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
