@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,22 +36,40 @@ def _free_ports() -> int:
     raise RuntimeError("no free pair of ports")
 
 
-def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> str:
-    assert process.stdout is not None
-    seen = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(process.stdout.fileno(), False)  # read what is there, never wait on the pipe
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line:
+class Output:
+    """A process's output, read line by line on a thread so that a silent process cannot hang
+    the test."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self._process, self._stdout = process, process.stdout
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self._stdout:
+            for line in self._stdout:
+                self._lines.put(line)
+
+    def until(self, pattern: str, timeout: float) -> str:
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.1)
+            except queue.Empty:
+                if self._process.poll() is not None:
+                    break
+                continue
             seen.append(line)
             if re.search(pattern, line):
                 return "".join(seen)
-        elif process.poll() is not None:
-            break
-        else:
-            time.sleep(0.05)
-    raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)}")
+        raise AssertionError(f"{pattern!r} not seen in time; output:\n{''.join(seen)}")
+
+    def join(self) -> None:
+        """After the process has ended: the reader reaches the end and closes the pipe."""
+        self._thread.join(10)
 
 
 def test_demo_serves_links_and_stops_cleanly(tmp_path: Path) -> None:
@@ -57,11 +77,12 @@ def test_demo_serves_links_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTCORE_")}
     command = [sys.executable, "-m", "shortcore", "demo", "--data-dir", str(tmp_path), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = Output(process)
     try:
-        output = _read_until(process, r"Stop with Ctrl-C", timeout=120)
-        key = re.search(r"API key\s+(sck_\S+)", output)
-        links = re.findall(rf"http://127\.0\.0\.1:{port}/[0-9A-Za-z]{{7}}", output)
-        assert key and len(set(links)) == 6, output
+        text = output.until(r"Stop with Ctrl-C", timeout=120)
+        key = re.search(r"API key\s+(sck_\S+)", text)
+        links = re.findall(rf"http://127\.0\.0\.1:{port}/[0-9A-Za-z]{{7}}", text)
+        assert key and len(set(links)) == 6, text
         click = httpx.get(links[0], headers={"User-Agent": IPHONE, "Accept": "text/html", "Accept-Language": "en"})
         assert click.status_code == 302
         assert click.headers["location"].startswith("https://example.com/spring?ref=sms&utm_source=shortcore")
@@ -72,7 +93,8 @@ def test_demo_serves_links_and_stops_cleanly(tmp_path: Path) -> None:
         assert campaigns.status_code == 200 and len(campaigns.json()["campaigns"]) == 1
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        process.wait(60)
+        output.join()
     assert process.returncode == 0
     # Nothing left behind: the control process and the embedded store are gone.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
