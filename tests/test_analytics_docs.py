@@ -124,6 +124,10 @@ def test_stats_follow_the_definitions(world: dict[str, Any]) -> None:
     assert stats["bot_hits"] == 3
     assert stats["bots_by_reason"] == {"bot:sibling-burst": 2, "bot:ua:python-requests": 1}
     assert (stats["conversions"], stats["conversion_value"]) == (1, 12.5)  # one order id
+    assert stats["conversion_rate"] == round(1 / stats["unique_clickers"], 6)
+    assert (stats["view_through_conversions"], stats["view_through_value"]) == (0, 0.0)
+    assert [(link["conversions"], link["conversion_value"]) for link in stats["links"]] == [(1, 12.5), (0, 0.0)]
+    assert stats["links"][0]["conversion_rate"] == round(1 / stats["links"][0]["unique_clickers"], 6)
     assert [(link["human_clicks"], link["unique_clickers"], link["views"]) for link in stats["links"]] == [
         (3, 2, 1),
         (1, 1, 1),

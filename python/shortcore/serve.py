@@ -169,8 +169,9 @@ def _uvicorn(host: str, port: int, workers: int) -> int:
 
 def _granian(host: str, port: int, workers: int) -> int:
     if not _has("granian"):
-        raise ConfigError("--server granian needs the granian package (pip install granian)")
+        raise ConfigError("--server granian needs the granian package (pip install 'shortcore[granian]')")
     from granian import Granian  # type: ignore[import-not-found, unused-ignore]
+    from granian.constants import Interfaces  # type: ignore[import-not-found, unused-ignore]
 
     Granian(
         "shortcore.edge:create_app",
@@ -178,7 +179,7 @@ def _granian(host: str, port: int, workers: int) -> int:
         address=host,
         port=port,
         workers=workers,
-        interface="asgi",
+        interface=Interfaces.ASGI,
         log_access=False,
     ).serve()
     return 0

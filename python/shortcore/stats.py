@@ -15,7 +15,9 @@ Definitions (``docs/analytics.md`` has them with the queries):
   same link after the preview) is **clicked after view**, one who was viewed only is
   **viewed, not clicked**;
 * **bot hits** are ``bot`` requests, by reason (the edge's or a sequence rule's);
-* **conversions** are conversion events attributed to the campaign's clicks, one per order id.
+* **conversions** are conversion events credited to the campaign's clicks, one per order id;
+  **view-through conversions** (credited to a delivered message nobody clicked) are counted apart;
+  the **conversion rate** is conversions over unique clickers, for the campaign and per link.
 """
 
 from __future__ import annotations
@@ -114,15 +116,28 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
         """,
         parameters=params,
     ).result_rows[0]
-    conversions, value = client.query(
+    # Conversions credited through a click, and view-through ones (credited to a message that
+    # was delivered but not clicked) apart; one per order id.
+    converted = client.query(
         f"""
-        SELECT count(), sum(value) FROM (
-            SELECT any(value) AS value FROM {events} AND type = 'conversion'
+        SELECT link_index, view_through, count(), sum(value) FROM (
+            SELECT any(link_index) AS link_index, any(outcome = 'view') AS view_through, any(value) AS value
+            FROM {events} AND type = 'conversion'
             GROUP BY if(order_id != '', order_id, toString(event_id))
         )
+        GROUP BY link_index, view_through
         """,
         parameters=params,
-    ).result_rows[0]
+    ).result_rows
+    conversions = sum(int(n) for _, through, n, _ in converted if not through)
+    value = sum(float(v or 0) for _, through, _, v in converted if not through)
+    view_through = sum(int(n) for _, through, n, _ in converted if through)
+    view_through_value = sum(float(v or 0) for _, through, _, v in converted if through)
+    link_conversions: dict[int, tuple[int, float]] = {}
+    for link, through, n, v in converted:
+        if not through:
+            n0, v0 = link_conversions.get(int(link), (0, 0.0))
+            link_conversions[int(link)] = (n0 + int(n), v0 + float(v or 0))
     per_link = client.query(
         f"""
         SELECT link_index, countIf(class = 'human'), uniqExactIf(recipient_index, class = 'human'),
@@ -143,7 +158,7 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
         SELECT toStartOfHour(time) AS hour, countIf(type = 'click' AND class = 'human'),
             uniqExactIf(recipient_index, type = 'click' AND class = 'human'),
             uniqExactIf(recipient_index, type = 'click' AND class = 'preview'),
-            countIf(type = 'click' AND class = 'bot'), countIf(type = 'conversion')
+            countIf(type = 'click' AND class = 'bot'), countIf(type = 'conversion' AND outcome != 'view')
         FROM {events}
         GROUP BY hour ORDER BY hour
         """,
@@ -166,8 +181,11 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
         "clicked_after_view": int(funnel[1]),
         "bot_hits": int(total["bot_hits"]),
         "bots_by_reason": {str(reason): int(n) for reason, n in bots},
-        "conversions": int(conversions),
-        "conversion_value": float(value or 0),
+        "conversions": conversions,
+        "conversion_value": value,
+        "conversion_rate": _rate(conversions, unique),
+        "view_through_conversions": view_through,
+        "view_through_value": view_through_value,
         "first_event": _iso(total["first_event"]) if total["human_clicks"] or total["bot_hits"] else None,
         "links": [
             {
@@ -177,6 +195,11 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
                 "unique_clickers": int(by_link[i][2]) if i in by_link else 0,
                 "views": int(by_link[i][3]) if i in by_link else 0,
                 "bot_hits": int(by_link[i][4]) if i in by_link else 0,
+                "conversions": link_conversions.get(i, (0, 0.0))[0],
+                "conversion_value": link_conversions.get(i, (0, 0.0))[1],
+                "conversion_rate": _rate(
+                    link_conversions.get(i, (0, 0.0))[0], int(by_link[i][2]) if i in by_link else 0
+                ),
             }
             for i, destination in enumerate(destinations)
         ],
