@@ -63,6 +63,21 @@ _REJECTION = {
 }
 
 
+_FORMAT_PARAM: dict[str, Any] = {
+    "name": "format",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
+}
+
+
+def _rows(description: str) -> dict[str, Any]:
+    """A download of rows as JSON lines or CSV (``?format=``)."""
+    return {
+        "description": description,
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+    }
+
+
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -212,20 +227,10 @@ def openapi_document() -> dict[str, Any]:
                     "security": auth,
                     "parameters": [
                         _path_param("campaign_id"),
-                        {
-                            "name": "format",
-                            "in": "query",
-                            "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
-                        },
+                        _FORMAT_PARAM,
                     ],
                     "responses": {
-                        "200": {
-                            "description": "A stream of rows",
-                            "content": {
-                                "application/x-ndjson": {"schema": {"type": "string"}},
-                                "text/csv": {"schema": {"type": "string"}},
-                            },
-                        },
+                        "200": _rows("A stream of rows"),
                         **_errors(400, 401, 404),
                     },
                 }
@@ -368,20 +373,10 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "security": auth,
                 "parameters": [
                     _path_param("campaign_id"),
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["jsonl", "csv"], "default": "jsonl"},
-                    },
+                    _FORMAT_PARAM,
                 ],
                 "responses": {
-                    "200": {
-                        "description": "A stream of rows, oldest first",
-                        "content": {
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
+                    "200": _rows("A stream of rows, oldest first"),
                     **_errors(400, 401, 404),
                 },
             }
