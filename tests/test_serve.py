@@ -99,3 +99,55 @@ def test_demo_serves_links_and_stops_cleanly(tmp_path: Path) -> None:
     # Nothing left behind: the control process and the embedded store are gone.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+def test_serve_with_two_workers_answers_every_click_once(tmp_path: Path) -> None:
+    """``--workers 2``: two edge processes on one port, one control process; every click is
+    answered, lands in the stats exactly once, and SIGTERM stops every process."""
+    port = _free_ports()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTCORE_")}
+    command = [
+        sys.executable, "-m", "shortcore", "demo", "--workers", "2", "--data-dir", str(tmp_path), "--port", str(port),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = Output(process)
+    clicks = 120
+    try:
+        text = output.until(r"Stop with Ctrl-C", timeout=120)
+        key = re.search(r"API key\s+(sck_\S+)", text)
+        links = sorted(set(re.findall(rf"http://127\.0\.0\.1:{port}/[0-9A-Za-z]{{7}}", text)))
+        assert key and len(links) == 6, text
+        api = f"http://127.0.0.1:{port + 1}/api/v1"
+        auth = {"Authorization": f"Bearer {key.group(1)}"}
+        campaign_id = httpx.get(f"{api}/campaigns", headers=auth).json()["campaigns"][0]["id"]
+        browser = {"User-Agent": IPHONE, "Accept": "text/html", "Accept-Language": "en"}
+        # A fresh connection per click, so the kernel hands them to either worker.
+        statuses = [httpx.get(links[i % len(links)], headers=browser).status_code for i in range(clicks)]
+        assert statuses == [302] * clicks
+        # Both workers run the edge app: each leaves its figures in the metrics directory.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list((tmp_path / "metrics").glob("*.json"))) < 2:
+            time.sleep(0.2)
+        assert len(list((tmp_path / "metrics").glob("*.json"))) == 2
+        stats: dict[str, object] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"{api}/campaigns/{campaign_id}/stats", headers=auth).json()
+            # One address hitting every recipient's links at once is a sweep by the sequence rules,
+            # so the clicks count as bot hits; what matters here is that each counts once.
+            if stats.get("human_clicks", 0) + stats.get("bot_hits", 0) >= clicks:  # type: ignore[operator]
+                break
+            time.sleep(0.5)
+        assert stats.get("human_clicks", 0) + stats.get("bot_hits", 0) == clicks, stats  # type: ignore[operator]
+        # /metrics, answered by either worker, adds up both workers' counters (files every 2 s).
+        time.sleep(2.5)
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        ok = re.search(r'shortcore_edge_requests_total\{class="human",outcome="ok",type="click"\} (\d+)', scraped)
+        assert ok and float(ok.group(1)) == clicks, scraped
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        output.join()
+    assert process.returncode == 0
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
