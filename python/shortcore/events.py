@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from redis.exceptions import NoScriptError
+
 from shortcore.store import AnyRedis, is_cluster_url
 
 log = logging.getLogger(__name__)
@@ -222,6 +224,16 @@ class RespConnection:
             writer.close()
 
 
+async def cluster_commit(client: AnyRedis, args: Sequence[str | bytes]) -> Any:
+    """:data:`COMMIT_SCRIPT` through a Redis Cluster client. A node that has not seen the script
+    (a new or restarted primary, a failover) answers NOSCRIPT: load it everywhere, then retry."""
+    try:
+        return await client.evalsha(COMMIT_SHA, 2, STREAM_KEY, COMMITTED_KEY, *args)
+    except NoScriptError:
+        await client.script_load(COMMIT_SCRIPT)
+        return await client.evalsha(COMMIT_SHA, 2, STREAM_KEY, COMMITTED_KEY, *args)
+
+
 class BatchTransport:
     """Commits tagged batches with :data:`COMMIT_SCRIPT`. Returns the number of events added,
     or -1 when the tag was already committed."""
@@ -234,9 +246,7 @@ class BatchTransport:
     async def commit(self, writer: str, n: int, events: Sequence[bytes]) -> int:
         if self._cluster is not None:
             args = [writer.encode(), str(n).encode(), *events]
-            result = await asyncio.wait_for(
-                self._cluster.evalsha(COMMIT_SHA, 2, STREAM_KEY, COMMITTED_KEY, *args), self.timeout
-            )
+            result = await asyncio.wait_for(cluster_commit(self._cluster, args), self.timeout)
             return int(result)
         assert self._conn is not None
         payload = encode_command(
@@ -516,9 +526,7 @@ class EventWriter:
                 n, events, waiters = self._inflight[0]
                 async with asyncio.timeout(self.timeout):
                     if self._cluster_client is not None:
-                        reply = await self._cluster_client.evalsha(
-                            COMMIT_SHA, 2, STREAM_KEY, COMMITTED_KEY, self._writer_id, str(n), *events
-                        )
+                        reply = await cluster_commit(self._cluster_client, [self._writer_id, str(n), *events])
                     else:
                         reply = await conn.read()
                 if isinstance(reply, ReplyError):
