@@ -49,7 +49,7 @@ async def campaign(state: Any, name: str, **kwargs: Any) -> routing.Campaign:
 
 def test_redirect_records_then_answers_302(redis_url: str, tmp_path: Path) -> None:
     async def main() -> None:
-        async with edge(redis_url, tmp_path) as (state, client):
+        async with edge(redis_url, tmp_path, client_ip="203.0.113.7") as (state, client):
             c = await campaign(state, "edge-ok")
             token = CODEC.encode(c.seq(2, 0))
             r = await client.get(f"/{token}", headers=BROWSER_HEADERS)
@@ -176,10 +176,33 @@ def test_unknown_tokens_are_rate_limited_per_client(redis_url: str, tmp_path: Pa
     asyncio.run(main())
 
 
+def test_unknown_token_limit_is_shared_by_workers(redis_url: str, tmp_path: Path) -> None:
+    """Two edge apps on one Redis (two workers, or two nodes) enforce one limit between them."""
+
+    async def main() -> None:
+        ip = f"198.51.100.{uuid.uuid4().int % 200 + 20}"
+        async with (
+            edge(redis_url, tmp_path / "a", client_ip=ip, unknown_token_limit=6) as (_, a),
+            edge(redis_url, tmp_path / "b", client_ip=ip, unknown_token_limit=6) as (_, b),
+        ):
+            unknown = [f"/{CODEC.encode(CODEC.max_seq - 1000 - i)}" for i in range(10)]
+            # Three strikes on each worker: neither worker's own bucket is empty, the shared count is.
+            for path in unknown[:3]:
+                assert (await a.get(path)).status_code == 404
+            for path in unknown[3:6]:
+                assert (await b.get(path)).status_code == 404
+            assert (await b.get(unknown[6])).status_code == 429
+            # The other worker learns it from its next strike at the latest.
+            statuses = [(await a.get(path)).status_code for path in unknown[7:]]
+            assert statuses in ([429, 429, 429], [404, 429, 429])
+
+    asyncio.run(main())
+
+
 def test_trusted_proxy_header_only_when_configured(redis_url: str, tmp_path: Path) -> None:
     async def main() -> None:
         forwarded = {"x-forwarded-for": "192.0.2.1, 198.51.100.9", **BROWSER_HEADERS}
-        async with edge(redis_url, tmp_path) as (state, client):
+        async with edge(redis_url, tmp_path, client_ip="203.0.113.7") as (state, client):
             c = await campaign(state, "edge-proxy")
             token = CODEC.encode(c.seq(0, 0))
             r = await client.get(f"/{token}", headers=forwarded)

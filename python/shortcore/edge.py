@@ -57,6 +57,7 @@ MAX_TOKEN_IN_EVENT: Final = 64
 MAX_HEADER_IN_EVENT: Final = 1024
 MAX_PARAM: Final = 256
 # Paths browsers and crawlers ask for on their own: answered 404, no event, no probing strike.
+PROBE_KEY: Final = "sc:probe:"
 IGNORED_PATHS: Final = frozenset({b"/favicon.ico", b"/robots.txt", b"/apple-touch-icon.png"})
 
 _CLASSIFIER_HEADERS: Final = frozenset(h.encode() for h in CLASSIFIER_HEADERS)
@@ -100,6 +101,45 @@ class UnknownTokenLimiter:
         self._buckets[client] = (self._level(client, now) - 1.0, now)
 
 
+class SharedProbeCount:
+    """Unknown-token strikes counted in Redis per client and minute (``sc:probe:<minute>:<client>``,
+    expiring after two minutes), so that N workers and N edge nodes enforce one limit together
+    rather than N times it. Only unknown and malformed tokens pay this round trip; a client whose
+    shared count reaches the limit is refused locally until the minute ends. Each worker lets at
+    most one more strike through after the limit (the one that tells it). Without Redis the local
+    bucket alone applies."""
+
+    MAX_CLIENTS: Final = 100_000
+    TIMEOUT: Final = 0.25
+
+    def __init__(self, redis: AnyRedis, per_minute: int) -> None:
+        self.redis = redis
+        self.limit = per_minute
+        self._blocked_until: dict[str, float] = {}
+
+    def blocked(self, client: str, now: float) -> bool:
+        until = self._blocked_until.get(client)
+        return until is not None and now < until
+
+    async def strike(self, client: str, now: float) -> None:
+        if self.limit <= 0:
+            return
+        minute = int(now // 60)
+        key = f"{PROBE_KEY}{minute}:{client}"
+        try:
+            async with asyncio.timeout(self.TIMEOUT):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.incr(key)
+                pipe.expire(key, 120)
+                count, _ = await pipe.execute()
+        except (RedisError, OSError, TimeoutError):
+            return
+        if int(count) >= self.limit:
+            if len(self._blocked_until) >= self.MAX_CLIENTS:
+                self._blocked_until = {k: v for k, v in self._blocked_until.items() if v > now}
+            self._blocked_until[client] = (minute + 1) * 60.0
+
+
 class EdgeState:
     """What the edge holds while it runs; built in the lifespan, never at import."""
 
@@ -120,6 +160,7 @@ class EdgeState:
         self.ids = EventIds()
         self.stats = metrics.EdgeStats()
         self.limiter = UnknownTokenLimiter(settings.unknown_token_limit)
+        self.probes = SharedProbeCount(self.redis, settings.unknown_token_limit)
         self.proxy_header = settings.trusted_proxy_header.lower().encode() if settings.trusted_proxy_header else None
         self.cookie_tail = f"; Max-Age={settings.cookie_days * 86400}; Path=/; Secure; HttpOnly; SameSite=None"
         self.default_domain: Domain | None = None
@@ -261,7 +302,7 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     recipient = link = -1
     if method not in ("GET", "HEAD"):
         outcome = "method"
-    elif st.limiter.blocked(ip, mono):
+    elif st.limiter.blocked(ip, mono) or st.probes.blocked(ip, now):
         outcome = "limited"
     else:
         codec = st.codecs.get(len(token))
@@ -278,6 +319,7 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
                 outcome = "unavailable" if found == "unavailable" else "unknown"
         if outcome in ("malformed", "unknown"):
             st.limiter.strike(ip, mono)
+            await st.probes.strike(ip, now)
 
     # Classify: the one call into the classifier on this path.
     since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
