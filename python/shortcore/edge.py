@@ -295,7 +295,6 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
         token = token[:-1]
     ua, host_raw, _, kept, proxied = _split_headers(scope["headers"], st.proxy_header)
     ip = st.client_ip(scope, proxied)
-    host = normalize_host(_text(host_raw, 256))
 
     # Decode and route.
     campaign: Campaign | None = None
@@ -325,6 +324,9 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
     verdict = st.classifier.classify(ua, method, scope["headers"], since_send, ip or None)
 
+    # The Host only matters when no campaign answers: the event's domain, the fallback URL.
+    host = campaign.domain if campaign is not None else normalize_host(_text(host_raw, 256))
+
     # Event, held by Redis (or the spool) before we answer.
     event_id = st.ids.new(now)
     click_id = event_id if outcome == "ok" else ""
@@ -337,7 +339,7 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
         "outcome": outcome,
         "account": campaign.account if campaign else "",
         "campaign_id": campaign.id if campaign else "",
-        "domain": campaign.domain if campaign else host,
+        "domain": host,
         "token": _text(token, MAX_TOKEN_IN_EVENT),
         "recipient_index": recipient,
         "link_index": link,

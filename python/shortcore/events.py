@@ -74,11 +74,16 @@ class EventIds:
         rand_a, rand_b, low = prefix >> 30, (prefix >> 16) & 0x3FFF, prefix & 0xFFFF
         self._middle = f"-7{rand_a:03x}-{0x8000 | rand_b:04x}-"
         self._low = low << 32
+        self._ms = -1
+        self._head = ""
 
     def new(self, now: float) -> str:
         self._counter = (self._counter + 1) & 0xFFFFFFFF
-        ms = f"{int(now * 1000) & 0xFFFFFFFFFFFF:012x}"
-        return f"{ms[:8]}-{ms[8:]}{self._middle}{self._low | self._counter:012x}"
+        ms = int(now * 1000)
+        if ms != self._ms:  # the time part changes once a millisecond, not once a request
+            hexed = f"{ms & 0xFFFFFFFFFFFF:012x}"
+            self._ms, self._head = ms, f"{hexed[:8]}-{hexed[8:]}{self._middle}"
+        return f"{self._head}{self._low | self._counter:012x}"
 
 
 # ---------------------------------------------------------------------------------------------

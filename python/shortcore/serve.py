@@ -160,6 +160,9 @@ def _uvicorn(host: str, port: int, workers: int) -> int:
         http="httptools" if _has("httptools") else "h11",
         lifespan="on",
         access_log=False,
+        # The edge reads the client address itself, from the configured trusted proxy header
+        # only; uvicorn's own X-Forwarded-For rewriting would trust any local peer.
+        proxy_headers=False,
         server_header=False,
         date_header=True,
         log_level="info",
