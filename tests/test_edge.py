@@ -14,7 +14,7 @@ from edge_helpers import BROWSER_HEADERS, SECRET, edge
 from shortcore import routing
 from shortcore.classify import CLASSIFIER_HEADERS
 from shortcore.edge import PIXEL_GIF
-from shortcore.events import STREAM_KEY
+from shortcore.events import EVENT_VERSION, STREAM_KEY
 from shortcore.tokens import TokenCodec
 
 CODEC = TokenCodec(SECRET.encode(), 7)
@@ -64,7 +64,7 @@ def test_redirect_records_then_answers_302(redis_url: str, tmp_path: Path) -> No
             for attribute in ("Secure", "HttpOnly", "SameSite=None", f"Max-Age={30 * 86400}"):
                 assert attribute in cookie
             event = (await events_by_id(state))[click]
-            assert event["type"] == "click" and event["outcome"] == "ok"
+            assert event["v"] == EVENT_VERSION and event["type"] == "click" and event["outcome"] == "ok"
             assert (event["campaign_id"], event["account"], event["recipient_index"], event["link_index"]) == (
                 "edge-ok", "acc-1", 2, 0,
             )  # fmt: skip

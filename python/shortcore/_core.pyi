@@ -1,7 +1,7 @@
 """Type stubs for the Rust core, ``shortcore._core``. Keep in step with rust/shortcore-python."""
 
 from collections.abc import Iterable, Mapping
-from typing import final
+from typing import Literal, final
 
 __all__ = [
     "CLASSIFIER_HEADERS",
@@ -212,6 +212,26 @@ class Classifier:
         """Classifies one request. ``headers`` is a mapping (any key case) or ASGI raw headers; when
         ``ua`` is None the User-Agent header is used. Bytes are decoded lossily. Never raises for odd
         content; InvalidArgumentError for arguments of the wrong type."""
+    def edge_event(
+        self,
+        headers: Iterable[tuple[bytes | str, bytes | str]] | Mapping[str | bytes, str | bytes],
+        method: str,
+        outcome: str,
+        event_id: str,
+        time_ms: int,
+        account: str,
+        campaign_id: str,
+        domain: str,
+        token: bytes,
+        recipient_index: int,
+        link_index: int,
+        ip: str,
+        click_id: str,
+        seconds_since_send: float | None,
+    ) -> tuple[bytes, Literal["human", "preview", "bot"]]:
+        """The edge's hot path in one call: classifies a request to a short link from its ASGI
+        headers (the User-Agent header speaks for the user agent) and writes its event, the JSON
+        object of format version 1 the stream carries. Returns the event and the class."""
     def classify_many(self, requests: Iterable[Mapping[str, object]]) -> list[Classification]:
         """Classifies a batch of requests given as mappings with the keys of :meth:`classify`
         (``ua``, ``method``, ``headers``, ``seconds_since_send``, ``ip``; all optional), in order,

@@ -53,7 +53,6 @@ UNAVAILABLE_PAGE: Final = (
 )
 TOO_MANY_PAGE: Final = b"<!doctype html><meta charset=utf-8><title>Too many requests</title><p>Slow down.</p>\n"
 
-MAX_TOKEN_IN_EVENT: Final = 64
 MAX_HEADER_IN_EVENT: Final = 1024
 MAX_PARAM: Final = 256
 # Paths browsers and crawlers ask for on their own: answered 404, no event, no probing strike.
@@ -244,6 +243,15 @@ def _text(value: bytes, limit: int = MAX_HEADER_IN_EVENT) -> str:
     return value[:limit].decode("utf-8", "replace")
 
 
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The last value of header ``name`` (ASGI names are lowercase)."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
+
+
 def _split_headers(
     headers: list[tuple[bytes, bytes]], proxy_header: bytes | None
 ) -> tuple[bytes, bytes, bytes, dict[str, str], bytes | None]:
@@ -293,8 +301,8 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     token = raw_path[1:]
     if token.endswith(b"/"):
         token = token[:-1]
-    ua, host_raw, _, kept, proxied = _split_headers(scope["headers"], st.proxy_header)
-    ip = st.client_ip(scope, proxied)
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    ip = st.client_ip(scope, _header(headers, st.proxy_header) if st.proxy_header else None)
 
     # Decode and route.
     campaign: Campaign | None = None
@@ -320,42 +328,23 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
             st.limiter.strike(ip, mono)
             await st.probes.strike(ip, now)
 
-    # Classify: the one call into the classifier on this path.
-    since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
-    verdict = st.classifier.classify(ua, method, scope["headers"], since_send, ip or None)
-
     # The Host only matters when no campaign answers: the event's domain, the fallback URL.
-    host = campaign.domain if campaign is not None else normalize_host(_text(host_raw, 256))
+    host = campaign.domain if campaign is not None else normalize_host(_text(_header(headers, b"host") or b"", 256))
 
-    # Event, held by Redis (or the spool) before we answer.
+    # Classify and write the event in one call into the core (one pass over the headers).
+    since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
     event_id = st.ids.new(now)
     click_id = event_id if outcome == "ok" else ""
     status = 302 if outcome == "ok" else 0
-    event = {
-        "v": EVENT_VERSION,
-        "event_id": event_id,
-        "time": int(now * 1000),
-        "type": "click",
-        "outcome": outcome,
-        "account": campaign.account if campaign else "",
-        "campaign_id": campaign.id if campaign else "",
-        "domain": host,
-        "token": _text(token, MAX_TOKEN_IN_EVENT),
-        "recipient_index": recipient,
-        "link_index": link,
-        "class": verdict.label,
-        "reason": verdict.reason,
-        "browser": verdict.browser or "",
-        "os": verdict.os or "",
-        "device": verdict.device,
-        "method": method[:16],
-        "ip": ip,
-        "user_agent": _text(ua),
-        "headers": kept,
-        "click_id": click_id,
-    }
-    held = await st.record(event)
-    st.stats.requests[("click", outcome, verdict.label)] += 1
+    event, label = st.classifier.edge_event(
+        headers, method, outcome, event_id, int(now * 1000),
+        campaign.account if campaign else "", campaign.id if campaign else "", host, token,
+        recipient, link, ip, click_id, since_send,
+    )  # fmt: skip
+
+    # Held by Redis (or the spool) before we answer.
+    held = await st.writer.submit(event)
+    st.stats.requests[("click", outcome, label)] += 1
 
     # Respond.
     if not held:
@@ -363,12 +352,12 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     elif outcome == "ok":
         assert campaign is not None
         location = campaign.targets[link].location(click_id if campaign.click_param else None)
-        headers = [
+        answer = [
             (b"location", location.encode()),
             (b"set-cookie", f"{CLICK_PARAM}={click_id}{st.cookie_tail}".encode()),
             _NO_CACHE,
         ]
-        await _respond(send, status, headers, b"", head)
+        await _respond(send, status, answer, b"", head)
     elif outcome == "limited":
         st.stats.rate_limited += 1
         await _respond(send, 429, [_HTML, _NO_CACHE, (b"retry-after", b"60")], TOO_MANY_PAGE, head)

@@ -3,9 +3,11 @@
 
 use std::borrow::Cow;
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMapping, PyString, PyTuple};
-use shortcore::classify::{Classifier, Header, OwnedHeaders, Request, RequestHeaders};
+use shortcore::classify::{Classifier, Header, Label, OwnedHeaders, Request, RequestHeaders};
+use shortcore::edge_event::ClickRecord;
 
 use crate::errors::{invalid_argument, to_py};
 use crate::without_gil;
@@ -394,6 +396,80 @@ impl PyClassifier {
         Ok(PyClassification {
             inner: self.inner.classify(&request),
         })
+    }
+
+    /// The edge's hot path in one call: classifies the request and writes its event (JSON,
+    /// format version 1) from one pass over the ASGI headers. Returns the event and the class.
+    #[pyo3(
+        signature = (headers, method, outcome, event_id, time_ms, account, campaign_id, domain, token,
+                     recipient_index, link_index, ip, click_id, seconds_since_send),
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn edge_event<'py>(
+        &self,
+        py: Python<'py>,
+        headers: &Bound<'py, PyAny>,
+        method: &str,
+        outcome: &str,
+        event_id: &str,
+        time_ms: i64,
+        account: &str,
+        campaign_id: &str,
+        domain: &str,
+        token: &[u8],
+        recipient_index: i64,
+        link_index: i64,
+        ip: &str,
+        click_id: &str,
+        seconds_since_send: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyString>)> {
+        let mut kept: Vec<(Header, Bound<'_, PyAny>)> = Vec::new();
+        let mut request_headers = RequestHeaders::new();
+        for_each_header(py, headers, |name, value| {
+            match Header::from_name(name) {
+                Some(header) => kept.push((header, value)),
+                None => request_headers.insert(name, &[]),
+            }
+            Ok(())
+        })?;
+        let values = kept
+            .iter()
+            .map(|(_, value)| text(py, value, "a header value"))
+            .collect::<PyResult<Vec<_>>>()?;
+        for ((header, _), value) in kept.iter().zip(&values) {
+            request_headers.insert(header.name().as_bytes(), value);
+        }
+        let ua = request_headers.get(Header::UserAgent).map(String::from_utf8_lossy);
+        let request = Request {
+            user_agent: Some(ua.as_deref().unwrap_or("")),
+            method,
+            headers: request_headers,
+            seconds_since_send,
+            ip: (!ip.is_empty()).then_some(ip),
+        };
+        let verdict = self.inner.classify(&request);
+        let record = ClickRecord {
+            event_id,
+            time_ms,
+            outcome,
+            account,
+            campaign_id,
+            domain,
+            token,
+            recipient_index,
+            link_index,
+            method,
+            ip,
+            click_id,
+        };
+        let mut out = Vec::with_capacity(512);
+        record.write_json(&verdict, &request_headers, &mut out);
+        let label = match verdict.label() {
+            Label::Human => intern!(py, "human"),
+            Label::Preview => intern!(py, "preview"),
+            Label::Bot => intern!(py, "bot"),
+        };
+        Ok((PyBytes::new(py, &out), label.clone()))
     }
 
     fn classify_many<'py>(&self, py: Python<'py>, requests: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {

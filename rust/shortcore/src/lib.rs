@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod classify;
+pub mod edge_event;
 mod error;
 pub mod links;
 mod patterns;
