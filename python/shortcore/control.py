@@ -47,6 +47,7 @@ from shortcore.campaigns import (
     prepare_template,
     rejection_report,
 )
+from shortcore.clickids import ClickIds, is_click_id
 from shortcore.config import Settings
 from shortcore.conversions import AccountWindows, Attribution
 from shortcore.events import EVENT_VERSION, EventIds
@@ -732,8 +733,13 @@ async def record_conversion(request: Request) -> Response:
     problem = conversions.field_error(event_name, value, currency, order_id)
     if problem:
         raise ApiError(422, "invalid_field", problem)
-    if click_id is not None and not conversions.is_click_id(click_id):
-        raise ApiError(422, "invalid_field", "'click_id' must be the sc_click value (a UUID)")
+    click_event: str | None = None
+    if click_id is not None:
+        if not is_click_id(click_id):
+            raise ApiError(422, "invalid_field", "'click_id' must be the sc_click value (<UUID>.<12 characters>)")
+        click_event = ClickIds(state.secret).event_id(click_id)
+        if click_event is None:
+            raise ApiError(422, "forged_click", "'click_id' was not issued by this deployment (altered or made up)")
     if digest is not None:
         digest = digest.lower()
         if not conversions.is_phone_hash(digest):
@@ -750,8 +756,8 @@ async def record_conversion(request: Request) -> Response:
     via: tuple[str, int, int] | None = None
     if token is not None:
         via = await _token_recipient(state, account, token)
-    if click_id is not None:
-        owner = await _click_account(state, click_id)
+    if click_event is not None:
+        owner = await _click_account(state, click_event)
         if owner is not None and owner != account.id:
             raise ApiError(422, "foreign_click", "'click_id' is a click of another account")
     event_id = _new_event_id(now)
