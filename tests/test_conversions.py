@@ -16,12 +16,13 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from shortcore import accounts
-from shortcore.analytics import DATABASE, AnalyticsStore, migrate
+from shortcore.analytics import DATABASE, MIGRATIONS, AnalyticsStore, migrate
 from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.control import create_control_app
 from shortcore.conversions import (
     CONVERSION_SCRIPT,
+    PHONE_BY_HASH_SQL,
     Attribution,
     Windows,
     conversion_tag,
@@ -276,6 +277,48 @@ def test_the_same_order_counts_once(world: World) -> None:
     assert world.stored(other_account["event_id"])["outcome"] == "unattributed"
     # A replay of the first one is not a duplicate of itself.
     assert world.ingest(first)[0]["outcome"] == "unattributed"
+
+
+def _granules(client: Client, sql: str, parameters: dict[str, Any]) -> tuple[int, int]:
+    """Granules the primary key leaves to read, of all, from ``EXPLAIN indexes = 1``."""
+    plan = [row[0] for row in client.query("EXPLAIN indexes = 1 " + sql, parameters=parameters).result_rows]
+    found = [line.split(":", 1)[1].strip() for line in plan if line.strip().startswith("Granules:") and "/" in line]
+    assert found, plan
+    chosen, total = found[-1].split("/")  # the last index applied: the primary key
+    return int(chosen), int(total)
+
+
+def test_phone_hash_lookup_is_indexed(world: World) -> None:
+    account = new_account()
+    campaign = f"cmp_{secrets.token_hex(8)}"
+    sent = dt.datetime.fromtimestamp(NOW_MS / 1000, dt.UTC)
+    rows = [
+        [campaign, account, i, i + 1, f"+4916{i:09d}", "", {}, "", "GSM-7", 1, 1, 1, 1, [], sent, sent]
+        for i in range(40_000)
+    ]
+    world.client.insert(
+        f"{DATABASE}.messages",
+        rows,
+        column_names=[
+            "campaign_id", "account", "recipient_index", "line", "phone", "recipient_id", "fields", "text",
+            "encoding", "characters", "units", "segments", "segments_before", "short_urls", "sent_at", "created_at",
+        ],
+    )  # fmt: skip
+    wanted = {"a": account, "h": phone_hash("+4916000031337")}
+    assert world.client.query(PHONE_BY_HASH_SQL, parameters=wanted).result_rows == [("+4916000031337",)]
+    chosen, total = _granules(world.client, PHONE_BY_HASH_SQL, wanted)
+    # The same question of the messages table (ordered by campaign) reads every granule.
+    scan = f"SELECT phone FROM {DATABASE}.messages WHERE account = %(a)s AND lower(hex(SHA256(phone))) = %(h)s"
+    scanned, scan_total = _granules(world.client, scan, wanted)
+    assert scan_total >= 5 and scanned == scan_total
+    assert total >= 5 and chosen <= 2, (chosen, total)
+    # Migration 2 run again (a crash before it was recorded) leaves one row per message.
+    for statement in MIGRATIONS[1].statements:
+        world.client.command(statement)
+    counted = world.client.query(
+        f"SELECT count() FROM {DATABASE}.messages_by_phone FINAL WHERE account = %(a)s", parameters=wanted
+    ).result_rows
+    assert counted == [(40_000,)]
 
 
 # ---------------------------------------------------------------------------------------------

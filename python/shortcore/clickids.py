@@ -1,18 +1,19 @@
 """Click ids: what a redirect hands out in ``sc_click`` (the landing page URL and the cookie).
 
 A click id is ``<event id>.<mac>``: the click's event id (a UUID) and 12 base64url characters
-(72 bits) of HMAC-SHA256 over it, keyed from the deployment's secret. Event ids are UUIDv7 (time,
+(72 bits) of keyed BLAKE2s over it, the key derived from the deployment's secret. Event ids are UUIDv7 (time,
 a per-process random part, a counter), so without the MAC anyone holding one click id could guess
 the ids of clicks made around the same time and have a conversion credited to someone else's
 click. With it, an id that was not issued by this deployment, or was altered, does not name any
 click: the pixel stores such a conversion as unattributed, and the API refuses it with a 422.
 
-The MAC is one HMAC over 36 bytes (hashlib, in C): about a microsecond on the edge's path.
+Keyed BLAKE2s is a MAC by design and one pass over the 36 bytes (hashlib, in C): about 0.6 µs
+a redirect, where HMAC-SHA256 took 1.7 µs (``redirect.click_id_us`` in ``bench/bench_edge.py``).
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -23,6 +24,7 @@ CLICK_ID_PATTERN: Final = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 CLICK_ID_LENGTH: Final = 49
 
 _CLICK_ID = re.compile(CLICK_ID_PATTERN)
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class ClickIds:
@@ -35,8 +37,8 @@ class ClickIds:
         self._key = hmac.digest(secret, b"shortcore click id v1", "sha256")
 
     def _mac(self, event_id: str) -> str:
-        digest = hmac.digest(self._key, event_id.encode(), "sha256")
-        return base64.urlsafe_b64encode(digest[:9]).decode()
+        digest = hashlib.blake2s(event_id.encode(), key=self._key, digest_size=9).digest()
+        return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode()
 
     def issue(self, event_id: str) -> str:
         """The click id of the click whose event id is ``event_id``."""

@@ -581,8 +581,8 @@ def _campaign_row(
 
 
 def _delete_campaign_rows(client: Client, campaign_id: str) -> None:
-    for table in ("messages", "campaigns"):
-        column = "campaign_id" if table == "messages" else "id"
+    for table in ("messages", "messages_by_phone", "campaigns"):
+        column = "id" if table == "campaigns" else "campaign_id"
         client.command(
             f"DELETE FROM {DATABASE}.{table} WHERE {column} = %(id)s",
             parameters={"id": campaign_id},

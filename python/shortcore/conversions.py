@@ -139,7 +139,8 @@ def phone_hash(e164: str) -> str:
 #: event, {value, currency, order_id})`` on any later page fires the pixel with that click id.
 #: Its click id pattern must match ``shortcore.clickids.CLICK_ID_PATTERN``.
 CONVERSION_SCRIPT: Final = (
-    b"(function(w,d){var k='sc_click',m=new RegExp('[?&]'+k+'=([0-9a-f-]{36}[.][0-9A-Za-z_-]{12})').exec(w.location.search),"
+    b"(function(w,d){var k='sc_click',"
+    b"m=new RegExp('[?&]'+k+'=([0-9a-f-]{36}[.][0-9A-Za-z_-]{12})').exec(w.location.search),"
     b"s=d.currentScript,o=s&&s.src?s.src.replace(/\\/c_t\\.js.*$/,''):'';"
     b"if(m)d.cookie=k+'='+m[1]+';path=/;max-age=31536000;SameSite=Lax'+(w.location.protocol=='https:'?';Secure':'');"
     b"w.shortcore=function(t,e,p){var c=new RegExp('(?:^|; )'+k+'=([^;]*)').exec(d.cookie),"
@@ -344,19 +345,22 @@ def _phone_of(client: Client, campaign: str, recipient: int) -> str | None:
     return str(rows[0][0]) if rows and recipient >= 0 else None
 
 
+#: The phone behind a SHA-256 within an account: a primary key lookup (analytics migration 2).
+PHONE_BY_HASH_SQL: Final = (
+    f"SELECT phone FROM {DATABASE}.messages_by_phone WHERE account = %(a)s AND phone_sha256 = unhex(%(h)s) LIMIT 1"
+)
+
+
 def _phone_by_hash(client: Client, account: str, digest: str) -> str | None:
-    rows = client.query(
-        f"SELECT phone FROM {DATABASE}.messages WHERE account = %(a)s AND lower(hex(SHA256(phone))) = %(h)s LIMIT 1",
-        parameters={"a": account, "h": digest},
-    ).result_rows
+    rows = client.query(PHONE_BY_HASH_SQL, parameters={"a": account, "h": digest}).result_rows
     return str(rows[0][0]) if rows else None
 
 
 def _messages_of(client: Client, account: str, phone: str) -> list[tuple[str, int, int]]:
     """Every message the account sent to ``phone``: campaign, recipient index, sent time (ms)."""
     rows = client.query(
-        f"SELECT campaign_id, recipient_index, toUnixTimestamp64Milli(coalesce(sent_at, created_at)) "
-        f"FROM {DATABASE}.messages FINAL WHERE account = %(a)s AND phone = %(p)s",
+        f"SELECT campaign_id, recipient_index, toUnixTimestamp64Milli(sent) FROM {DATABASE}.messages_by_phone FINAL "
+        "WHERE account = %(a)s AND phone_sha256 = SHA256(%(p)s) AND phone = %(p)s",
         parameters={"a": account, "p": phone},
     ).result_rows
     return [(str(c), int(r), int(t)) for c, r, t in rows]
