@@ -844,6 +844,25 @@ async def delete_webhook(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def rotate_webhook_secret(request: Request) -> Response:
+    account = await _account(request)
+    # An empty body is fine: the default grace period.
+    empty = request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers
+    data = {} if empty else await _json_body(request)
+    unknown = sorted(set(data) - {"grace_seconds"})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}")
+    service = _webhooks(request)
+    grace = data.get("grace_seconds", webhooks.DEFAULT_GRACE_SECONDS)
+    try:
+        endpoint = await webhooks.rotate_secret(service.redis, account.id, request.path_params["webhook_id"], grace)
+    except webhooks.WebhookError as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    if endpoint is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return JSONResponse({**endpoint.public(), "secret": endpoint.secret})
+
+
 async def list_dead_letters(request: Request) -> Response:
     account = await _account(request)
     raw_limit = request.query_params.get("limit", "100")
@@ -983,6 +1002,7 @@ ROUTES: Final = (
     ("/api/v1/webhooks/dead-letters", list_dead_letters, ["GET"]),
     ("/api/v1/webhooks/dead-letters/replay", replay_dead_letters, ["POST"]),
     ("/api/v1/webhooks/{webhook_id}", delete_webhook, ["DELETE"]),
+    ("/api/v1/webhooks/{webhook_id}/rotate-secret", rotate_webhook_secret, ["POST"]),
 )
 
 
