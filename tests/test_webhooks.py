@@ -38,6 +38,7 @@ from shortcore.webhooks import (
     WebhookSettings,
     create_endpoint,
     rotate_secret,
+    sign,
     verify,
 )
 
@@ -564,3 +565,17 @@ def test_reclassified_click_is_sent_again(redis_url: str, chdb_client: Client) -
         assert len({r.headers["shortcore-delivery"] for r in clicks.requests}) == 2
 
     run(go())
+
+
+def test_the_documented_recipe_accepts_either_secret() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "conversions.md").read_text()
+    recipe = text[text.index("### Verifying the signature") :]
+    code = recipe[recipe.index("```python\n") + 10 : recipe.index("```", recipe.index("```python\n") + 10)]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # the receivers' snippet, as published
+    body, now = b'{"id": "x"}', int(time.time())
+    header = sign("whsec_new", now, body, "whsec_old")
+    assert namespace["verify"]("whsec_new", header, body) and namespace["verify"]("whsec_old", header, body)
+    assert not namespace["verify"]("whsec_other", header, body)
+    assert not namespace["verify"]("whsec_new", sign("whsec_new", now - 400, body), body)
+    assert namespace["verify"]("whsec_new", sign("whsec_new", now, body), body)
