@@ -22,7 +22,7 @@ import httpx2 as httpx
 import orjson
 
 from shortcore import accounts
-from shortcore.store import connect
+from shortcore.store import EmbeddedStore, connect
 from shortcore.webhooks import verify
 
 IPHONE = (
@@ -137,10 +137,18 @@ def _ready(url: str, timeout: float) -> None:
     raise AssertionError(f"{url} not ready in time")
 
 
-def test_click_and_conversion_reach_a_signed_webhook_and_stats(tmp_path: Path, redis_url: str) -> None:
+def test_click_and_conversion_reach_a_signed_webhook_and_stats(tmp_path: Path) -> None:
     """End to end through ``shortcore serve``: a campaign and a webhook made through the API, a
     person's click on the short link, the conversion pixel with the click id; the receiver gets
-    both, signed, and the campaign's stats count the conversion."""
+    both, signed, and the campaign's stats count the conversion. The store is the test's own, so
+    the sink starts on an empty stream (not on what the run's other tests left in theirs)."""
+    with EmbeddedStore(tmp_path / "redis") as store:
+        _serve_end_to_end(tmp_path / "data", store.url)
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
+    assert leftovers.strip() == ""
+
+
+def _serve_end_to_end(data_dir: Path, redis_url: str) -> None:
     port = _free_ports()
     edge, control = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
@@ -148,11 +156,12 @@ def test_click_and_conversion_reach_a_signed_webhook_and_stats(tmp_path: Path, r
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTCORE_")}
     env["SHORTCORE_WEBHOOK_ALLOW"] = "127.0.0.1/32"
     command = [
-        sys.executable, "-m", "shortcore", "serve", "--data-dir", str(tmp_path), "--port", str(port),
+        sys.executable, "-m", "shortcore", "serve", "--data-dir", str(data_dir), "--port", str(port),
         "--redis-url", redis_url, "--secret", "e2e secret", "--base-url", edge,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     output = Output(process)
+    stack = contextlib.ExitStack()
     try:
         _ready(control + "/openapi.json", 120)
         _ready(edge + "/healthz", 60)
@@ -165,7 +174,8 @@ def test_click_and_conversion_reach_a_signed_webhook_and_stats(tmp_path: Path, r
             finally:
                 await redis.aclose()
 
-        api = httpx.Client(base_url=control, headers={"Authorization": f"Bearer {asyncio.run(new_account())}"})
+        key = asyncio.run(new_account())
+        api = stack.enter_context(httpx.Client(base_url=control, headers={"Authorization": f"Bearer {key}"}))
         created = api.post(
             "/api/v1/campaigns",
             json={
@@ -220,13 +230,11 @@ def test_click_and_conversion_reach_a_signed_webhook_and_stats(tmp_path: Path, r
                 break
             time.sleep(0.2)
         assert (stats["human_clicks"], stats["conversions"], stats["conversion_value"]) == (1, 1, 19.9)
-        api.close()
     finally:
+        stack.close()
         hooks.shutdown()
         hooks.server_close()
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         output.join()
     assert process.returncode == 0
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
-    assert leftovers.strip() == ""
