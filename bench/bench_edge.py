@@ -10,6 +10,9 @@ request, a phone browser's headers) and the Valkey/Redis server share CPU 1.
                           Redis (group commit), 302 with UTM, click id and cookie
 ``redirect.ratio``        tracked / ceiling; ``redirect.naive_ratio`` naive / ceiling
 ``redirect.p99_ms``       p99 latency of the tracked runs
+``redirect.click_id_us``  what signing the click id (``ClickIds.issue``) costs per redirect, timed
+                          on CPU 0 right after the tracked run; ``redirect.click_id_share`` is that
+                          over the tracked run's time per request (1 / ``tracked_rps``)
 ``redirect.events_ok``    1 when the stream holds at least as many events as wrk counted responses
 ``redirect.nginx_rps``    nginx ``return 302`` (only when nginx is installed), for scale
 ``redirect.granian_rps``  the tracked edge on granian instead of uvicorn (only when installed)
@@ -267,6 +270,9 @@ def run(quick: bool) -> dict[str, float]:
                 n[0] / c[0] for n, c in zip(runs["naive"], runs["ceiling"], strict=True)
             )
             figures["redirect.rounds"] = float(rounds)
+            figures["redirect.click_id_us"] = _click_id_us()
+            per_request_us = 1e6 / figures["redirect.tracked_rps"]
+            figures["redirect.click_id_share"] = figures["redirect.click_id_us"] / per_request_us
 
             granian = _granian(directory, env, script, seconds)
             if granian is not None:
@@ -283,6 +289,28 @@ def run(quick: bool) -> dict[str, float]:
                 _bytes_per_link(fresh.url, 1_000_000 if quick else 10_000_000)
             )
     return figures
+
+
+def _click_id_us(n: int = 200_000) -> float:
+    """Microseconds per ``ClickIds.issue`` on the edge's CPU, best of five rounds."""
+    from shortcore.clickids import ClickIds
+    from shortcore.events import EventIds
+
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(SERVER_CPU)})
+    try:
+        ids, now = EventIds(), time.time()
+        event_ids = [ids.new(now) for _ in range(1000)] * (n // 1000)
+        issue = ClickIds(SECRET.encode()).issue
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for event_id in event_ids:
+                issue(event_id)
+            best = min(best, (time.perf_counter() - started) / len(event_ids) * 1e6)
+        return best
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _granian(directory: Path, env: dict[str, str], script: Path, seconds: int) -> float | None:

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from shortcore import accounts
 from shortcore.analytics import AnalyticsStore, migrate
 from shortcore.cli import main
+from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.control import create_control_app
 from shortcore.conversions import conversion_tag
@@ -83,8 +84,8 @@ def world(redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPath
             click(c, 4, 1, at=t + 4, ip="203.0.113.10", ua=IPHONE, headers={"cf-ipcountry": "FR"}),
             click(c, 5, 0, at=t + 10, ip="198.51.100.5"),
             click(c, 5, 1, at=t + 10.5, ip="198.51.100.5"),
-            conversion(first["event_id"], 12.5, "o-1", at=t + 50, tag=tag),
-            conversion(first["event_id"], 12.5, "o-1", at=t + 51, tag=tag),
+            conversion(ClickIds(b"docs").issue(first["event_id"]), 12.5, "o-1", at=t + 50, tag=tag),
+            conversion(ClickIds(b"docs").issue(first["event_id"]), 12.5, "o-1", at=t + 51, tag=tag),
         ]
 
         for event in events:  # the clicks are this account's, as the edge would write them

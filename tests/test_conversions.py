@@ -16,11 +16,13 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from shortcore import accounts
-from shortcore.analytics import DATABASE, AnalyticsStore, migrate
+from shortcore.analytics import DATABASE, MIGRATIONS, AnalyticsStore, migrate
+from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.control import create_control_app
 from shortcore.conversions import (
     CONVERSION_SCRIPT,
+    PHONE_BY_HASH_SQL,
     Attribution,
     Windows,
     conversion_tag,
@@ -34,6 +36,7 @@ from shortcore.sink import EventInserter, SinkSettings
 from shortcore.store import connect
 
 SECRET = b"conversion test secret"
+SIGN = ClickIds(SECRET).issue
 IDS = EventIds()
 NOW_MS = int(time.time() * 1000)
 HOUR = 3_600_000
@@ -169,7 +172,7 @@ def test_pixel_credits_the_recipients_last_human_click(world: World) -> None:
     world.ingest(old, newer, bot)
     tag = conversion_tag(SECRET, world.a)
     # The cookie names the old click; the credit goes to the newest human click of that phone.
-    conversion = world.pixel(tag, click_cookie=old["event_id"], click_id=old["event_id"])
+    conversion = world.pixel(tag, click_cookie=SIGN(old["event_id"]), click_id=SIGN(old["event_id"]))
     world.ingest(conversion)
     stored = world.stored(conversion["event_id"])
     assert stored["outcome"] == "click"
@@ -179,7 +182,7 @@ def test_pixel_credits_the_recipients_last_human_click(world: World) -> None:
 
 def test_click_and_conversion_in_one_batch(world: World) -> None:
     click = world.click(world.c1, world.a, 1, NOW_MS - 1000)
-    conversion = world.pixel(conversion_tag(SECRET, world.a), click_param=click["event_id"])
+    conversion = world.pixel(conversion_tag(SECRET, world.a), click_param=SIGN(click["event_id"]))
     world.ingest(click, conversion)
     stored = world.stored(conversion["event_id"])
     assert (stored["outcome"], stored["campaign_id"], stored["recipient_index"]) == ("click", world.c1, 1)
@@ -187,20 +190,35 @@ def test_click_and_conversion_in_one_batch(world: World) -> None:
 
 def test_nothing_is_credited_wrongly(world: World) -> None:
     b_click = world.click(world.cb, world.b, 0, NOW_MS - HOUR)
-    world.ingest(b_click)
+    # A's recipient 1 clicked; a visitor who guesses or alters that click id must not get it.
+    a_click = world.click(world.c1, world.a, 1, NOW_MS - HOUR)
+    world.ingest(b_click, a_click)
     tag_a = conversion_tag(SECRET, world.a)
-    foreign = world.pixel(tag_a, click_param=b_click["event_id"])
-    forged_cookie = world.pixel(tag_a, click_cookie="0190c2d4-1111-7aaa-8bbb-0123456789ab")
+    genuine = SIGN(a_click["event_id"])
+    other_mac = SIGN(b_click["event_id"])[-12:]
+    foreign = world.pixel(tag_a, click_param=SIGN(b_click["event_id"]))
+    forged_cookie = world.pixel(tag_a, click_cookie="0190c2d4-1111-7aaa-8bbb-0123456789ab.AAAAAAAAAAAA")
+    bare_event_id = world.pixel(tag_a, click_cookie=a_click["event_id"])  # the guessable part alone
+    altered_mac = world.pixel(tag_a, click_param=genuine[:-12] + other_mac)
+    other_secret = world.pixel(tag_a, click_cookie=ClickIds(b"another deployment").issue(a_click["event_id"]))
+    forged_api = world.api(world.a, click_id=genuine[:-1] + ("A" if genuine[-1] != "A" else "B"))
     garbage_cookie = world.pixel(tag_a, click_cookie="'; DROP TABLE events; --")
-    unknown_tag = world.pixel("ct_" + "0" * 32, click_param=b_click["event_id"])
-    no_tag = world.pixel("", click_param=b_click["event_id"])
-    negative = world.pixel(tag_a, value=-5.0, click_param=b_click["event_id"])
+    unknown_tag = world.pixel("ct_" + "0" * 32, click_param=SIGN(b_click["event_id"]))
+    no_tag = world.pixel("", click_param=SIGN(b_click["event_id"]))
+    negative = world.pixel(tag_a, value=-5.0, click_param=SIGN(b_click["event_id"]))
     unparsable = world.pixel(tag_a, value=None, value_raw="12abc")
     bad_currency = world.pixel(tag_a, currency="EURO")
-    world.ingest(foreign, forged_cookie, garbage_cookie, unknown_tag, no_tag, negative, unparsable, bad_currency)
+    world.ingest(
+        foreign, forged_cookie, bare_event_id, altered_mac, other_secret, forged_api, garbage_cookie, unknown_tag,
+        no_tag, negative, unparsable, bad_currency,
+    )  # fmt: skip
     expected = {
         foreign["event_id"]: "foreign-click",
         forged_cookie["event_id"]: "unattributed",
+        bare_event_id["event_id"]: "unattributed",
+        altered_mac["event_id"]: "unattributed",
+        other_secret["event_id"]: "unattributed",
+        forged_api["event_id"]: "unattributed",
         garbage_cookie["event_id"]: "unattributed",
         unknown_tag["event_id"]: "unknown-tag",
         no_tag["event_id"]: "no-cid",
@@ -212,8 +230,17 @@ def test_nothing_is_credited_wrongly(world: World) -> None:
         stored = world.stored(event_id)
         assert stored["outcome"] == outcome, (event_id, stored)
         assert stored["campaign_id"] == "" and stored["recipient_index"] == -1
+    # A forged id names no click, not even in the stored row.
+    for forged in (forged_cookie, bare_event_id, altered_mac, other_secret, forged_api, garbage_cookie):
+        assert world.stored(forged["event_id"])["toString(click_id)"] == ""
     assert world.stored(unknown_tag["event_id"])["account"] == ""
     assert world.stored(foreign["event_id"])["account"] == world.a
+    # The genuine id of the same click is credited (to that recipient's latest human click).
+    honest = world.pixel(tag_a, click_cookie=genuine)
+    world.ingest(honest)
+    stored = world.stored(honest["event_id"])
+    assert (stored["outcome"], stored["campaign_id"], stored["recipient_index"]) == ("click", world.c1, 1)
+    assert stored["toString(click_id)"] not in ("", genuine)
 
 
 def test_phone_view_through_and_windows(world: World) -> None:
@@ -250,6 +277,48 @@ def test_the_same_order_counts_once(world: World) -> None:
     assert world.stored(other_account["event_id"])["outcome"] == "unattributed"
     # A replay of the first one is not a duplicate of itself.
     assert world.ingest(first)[0]["outcome"] == "unattributed"
+
+
+def _granules(client: Client, sql: str, parameters: dict[str, Any]) -> tuple[int, int]:
+    """Granules the primary key leaves to read, of all, from ``EXPLAIN indexes = 1``."""
+    plan = [row[0] for row in client.query("EXPLAIN indexes = 1 " + sql, parameters=parameters).result_rows]
+    found = [line.split(":", 1)[1].strip() for line in plan if line.strip().startswith("Granules:") and "/" in line]
+    assert found, plan
+    chosen, total = found[-1].split("/")  # the last index applied: the primary key
+    return int(chosen), int(total)
+
+
+def test_phone_hash_lookup_is_indexed(world: World) -> None:
+    account = new_account()
+    campaign = f"cmp_{secrets.token_hex(8)}"
+    sent = dt.datetime.fromtimestamp(NOW_MS / 1000, dt.UTC)
+    rows = [
+        [campaign, account, i, i + 1, f"+4916{i:09d}", "", {}, "", "GSM-7", 1, 1, 1, 1, [], sent, sent]
+        for i in range(40_000)
+    ]
+    world.client.insert(
+        f"{DATABASE}.messages",
+        rows,
+        column_names=[
+            "campaign_id", "account", "recipient_index", "line", "phone", "recipient_id", "fields", "text",
+            "encoding", "characters", "units", "segments", "segments_before", "short_urls", "sent_at", "created_at",
+        ],
+    )  # fmt: skip
+    wanted = {"a": account, "h": phone_hash("+4916000031337")}
+    assert world.client.query(PHONE_BY_HASH_SQL, parameters=wanted).result_rows == [("+4916000031337",)]
+    chosen, total = _granules(world.client, PHONE_BY_HASH_SQL, wanted)
+    # The same question of the messages table (ordered by campaign) reads every granule.
+    scan = f"SELECT phone FROM {DATABASE}.messages WHERE account = %(a)s AND lower(hex(SHA256(phone))) = %(h)s"
+    scanned, scan_total = _granules(world.client, scan, wanted)
+    assert scan_total >= 5 and scanned == scan_total
+    assert total >= 5 and chosen <= 2, (chosen, total)
+    # Migration 2 run again (a crash before it was recorded) leaves one row per message.
+    for statement in MIGRATIONS[1].statements:
+        world.client.command(statement)
+    counted = world.client.query(
+        f"SELECT count() FROM {DATABASE}.messages_by_phone FINAL WHERE account = %(a)s", parameters=wanted
+    ).result_rows
+    assert counted == [(40_000,)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +383,9 @@ def test_api_conversion(api: TestClient, key: str, redis_url: str) -> None:
     ("body", "code"),
     [
         ({"click_id": "not-a-uuid"}, "invalid_field"),
+        ({"click_id": "0190c2d4-1111-7aaa-8bbb-0123456789ab"}, "invalid_field"),
+        ({"click_id": "0190c2d4-1111-7aaa-8bbb-0123456789ab.AAAAAAAAAAAA"}, "forged_click"),
+        ({"click_id": ClickIds(b"another deployment").issue("0190c2d4-1111-7aaa-8bbb-0123456789ab")}, "forged_click"),
         ({"click_id": 12}, "invalid_field"),
         ({"phone": "nope"}, "invalid_field"),
         ({"phone_sha256": "abc"}, "invalid_field"),

@@ -13,11 +13,13 @@ from edge_helpers import BROWSER_HEADERS, SECRET, edge
 
 from shortcore import routing
 from shortcore.classify import CLASSIFIER_HEADERS
+from shortcore.clickids import ClickIds, is_click_id
 from shortcore.edge import PIXEL_GIF
 from shortcore.events import EVENT_VERSION, STREAM_KEY
 from shortcore.tokens import TokenCodec
 
 CODEC = TokenCodec(SECRET.encode(), 7)
+CLICK_IDS = ClickIds(SECRET.encode())
 
 
 async def events_by_id(state: Any) -> dict[str, dict[str, Any]]:
@@ -32,6 +34,13 @@ async def events_by_id(state: Any) -> dict[str, dict[str, Any]]:
         if isinstance(event, dict) and {"event_id", "domain", "outcome", "type"} <= event.keys():
             found[event["event_id"]] = event
     return found
+
+
+def clicked(location: str) -> str:
+    """The event id of the click a redirect's ``Location`` names."""
+    event_id = CLICK_IDS.event_id(parse_qs(urlsplit(location).query)["sc_click"][0])
+    assert event_id is not None
+    return event_id
 
 
 async def campaign(state: Any, name: str, **kwargs: Any) -> routing.Campaign:
@@ -63,7 +72,11 @@ def test_redirect_records_then_answers_302(redis_url: str, tmp_path: Path) -> No
             assert cookie.startswith(f"sc_click={click};")
             for attribute in ("Secure", "HttpOnly", "SameSite=None", f"Max-Age={30 * 86400}"):
                 assert attribute in cookie
-            event = (await events_by_id(state))[click]
+            # The click id handed out is signed; the event keeps the bare event id it names.
+            assert is_click_id(click) and len(location) - len(location.split("sc_click=")[0]) < 70
+            event_id = CLICK_IDS.event_id(click)
+            assert event_id is not None
+            event = (await events_by_id(state))[event_id]
             assert event["v"] == EVENT_VERSION and event["type"] == "click" and event["outcome"] == "ok"
             assert (event["campaign_id"], event["account"], event["recipient_index"], event["link_index"]) == (
                 "edge-ok", "acc-1", 2, 0,
@@ -73,7 +86,7 @@ def test_redirect_records_then_answers_302(redis_url: str, tmp_path: Path) -> No
             assert event["user_agent"] == BROWSER_HEADERS["user-agent"]
             assert event["headers"]["accept-language"] == "en-GB"
             assert set(event["headers"]) <= set(CLASSIFIER_HEADERS)
-            assert event["method"] == "GET" and event["click_id"] == click
+            assert event["method"] == "GET" and event["click_id"] == event_id
 
     asyncio.run(main())
 
@@ -206,11 +219,11 @@ def test_trusted_proxy_header_only_when_configured(redis_url: str, tmp_path: Pat
             c = await campaign(state, "edge-proxy")
             token = CODEC.encode(c.seq(0, 0))
             r = await client.get(f"/{token}", headers=forwarded)
-            plain = (await events_by_id(state))[parse_qs(urlsplit(r.headers["location"]).query)["sc_click"][0]]
+            plain = (await events_by_id(state))[clicked(r.headers["location"])]
             assert plain["ip"] == "203.0.113.7"
         async with edge(redis_url, tmp_path, trusted_proxy_header="X-Forwarded-For") as (state, client):
             r = await client.get(f"/{token}", headers=forwarded)
-            proxied = (await events_by_id(state))[parse_qs(urlsplit(r.headers["location"]).query)["sc_click"][0]]
+            proxied = (await events_by_id(state))[clicked(r.headers["location"])]
             assert proxied["ip"] == "198.51.100.9"
             r = await client.get(f"/{token}", headers={**BROWSER_HEADERS, "x-forwarded-for": "garbage\x7f"})
             assert r.status_code == 302

@@ -22,6 +22,8 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from shortcore import sink as sink_module
 from shortcore.analytics import DATABASE, AnalyticsStore, migrate
+from shortcore.clickids import ClickIds
+from shortcore.conversions import Attribution, conversion_tag
 from shortcore.sink import (
     DEAD_KEY,
     GROUP,
@@ -58,9 +60,15 @@ async def _write(redis: AnyRedis, events: list[bytes] | list[dict[str, Any]]) ->
     await pipe.execute()
 
 
-async def _drain(redis: AnyRedis, analytics: AnalyticsStore, settings: SinkSettings, timeout: float = 30) -> SinkStatus:
+async def _drain(
+    redis: AnyRedis,
+    analytics: AnalyticsStore,
+    settings: SinkSettings,
+    timeout: float = 30,
+    attribution: Attribution | None = None,
+) -> SinkStatus:
     """Runs a sink until the stream's backlog is empty."""
-    sink = EventSink(redis, analytics, settings)
+    sink = EventSink(redis, analytics, settings, attribution=attribution)
     stop = asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
     deadline = time.monotonic() + timeout
@@ -253,16 +261,27 @@ def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client:
 
 def test_conversions_follow_their_click(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
     campaign = _campaign_id()
-    first = click(campaign, 3, 1)
-    later = click(campaign, 4, 0)
+    account = "acc_" + uuid.uuid4().hex[:16]
+    secret = b"sink test"
+    tag, sign = conversion_tag(secret, account), ClickIds(secret).issue
+    first = click(campaign, 3, 1, account=account)
+    later = click(campaign, 4, 0, account=account)
+    attribution = Attribution(secret)
 
     async def go() -> None:
         redis = await _fresh(redis_url)
         await _write(redis, [first])
-        await _drain(redis, analytics, SinkSettings())
+        await _drain(redis, analytics, SinkSettings(), attribution=attribution)
         # One click already in ClickHouse, one in the same batch as its conversion.
-        await _write(redis, [later, conversion(first["event_id"], 20.5, "o-1"), conversion(later["event_id"], 5)])
-        await _drain(redis, analytics, SinkSettings())
+        await _write(
+            redis,
+            [
+                later,
+                conversion(sign(first["event_id"]), 20.5, "o-1", tag=tag),
+                conversion(sign(later["event_id"]), 5, tag=tag),
+            ],
+        )
+        await _drain(redis, analytics, SinkSettings(), attribution=attribution)
         await redis.aclose()
 
     asyncio.run(go())
@@ -271,7 +290,7 @@ def test_conversions_follow_their_click(redis_url: str, analytics: AnalyticsStor
         (3, 1, 20.5),
         (4, 0, 5.0),
     ]
-    assert all(r["account"] == "acc_test" for r in converted)
+    assert all(r["account"] == account for r in converted)
 
 
 def test_clickhouse_outage_keeps_events_and_shows_the_backlog(

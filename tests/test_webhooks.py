@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -22,11 +23,11 @@ from clickhouse_connect.driver.client import Client
 from starlette.testclient import TestClient
 
 from shortcore import accounts
-from shortcore.analytics import AnalyticsStore, migrate
+from shortcore.analytics import DATABASE, AnalyticsStore, migrate
 from shortcore.config import Settings
-from shortcore.control import create_control_app
-from shortcore.events import EventIds
-from shortcore.sink import Row
+from shortcore.control import CAMPAIGN_COLUMNS, create_control_app
+from shortcore.events import STREAM_KEY, EventIds
+from shortcore.sink import EventSink, Row, SinkSettings
 from shortcore.store import AnyRedis, connect
 from shortcore.webhooks import (
     ACCOUNT_ENDPOINTS_KEY,
@@ -36,8 +37,12 @@ from shortcore.webhooks import (
     WebhookService,
     WebhookSettings,
     create_endpoint,
+    rotate_secret,
+    sign,
     verify,
 )
+
+from sinkdata import click, encode
 
 IDS = EventIds()
 FAST = WebhookSettings(allow="127.0.0.1/32", timeout=0.3, retry_min=0.05, retry_max=0.4, max_age=60, poll=0.01)
@@ -433,3 +438,144 @@ def test_dead_letter_api_bad_input(api: TestClient, key: str) -> None:
     assert api.get("/api/v1/webhooks/dead-letters?limit=0", headers=headers).status_code == 400
     assert api.post("/api/v1/webhooks/dead-letters/replay", json={"ids": "all"}, headers=headers).status_code == 422
     assert api.get("/api/v1/webhooks").status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret rotation
+
+
+def _v1s(header: str) -> list[str]:
+    return [part.split("=", 1)[1] for part in header.split(",") if part.startswith("v1=")]
+
+
+def test_rotation_signs_with_both_secrets_during_the_grace_period(redis_url: str) -> None:
+    async def go() -> None:
+        receiver = Receiver()
+        await receiver.start()
+        async with running(redis_url) as (service, redis):
+            guard = service.sender.guard
+            old = await create_endpoint(redis, guard, "acc_1", receiver.url, ["click"])
+            new = await rotate_secret(redis, "acc_1", old.id, 3600)
+            assert new is not None and new.secret != old.secret and new.previous_secret == old.secret
+            assert await rotate_secret(redis, "acc_2", old.id, 3600) is None  # not acc_2's
+            await service.sender.endpoints(force=True)
+            await service.after_insert([click_row("acc_1")])
+            await until(lambda: service.sender.status.delivered == 1)
+            got = receiver.requests[0]
+            header = got.headers["shortcore-signature"]
+            assert len(_v1s(header)) == 2
+            # A receiver on either secret accepts it: nothing is lost while it switches.
+            assert verify(new.secret, header, got.body) and verify(old.secret, header, got.body)
+            assert not verify("whsec_other", header, got.body)
+            # A short grace period runs out: then only the newest secret signs.
+            newest = await rotate_secret(redis, "acc_1", old.id, 0.2)
+            assert newest is not None
+            await asyncio.sleep(0.3)
+            await service.sender.endpoints(force=True)
+            await service.after_insert([click_row("acc_1")])
+            await until(lambda: service.sender.status.delivered == 2)
+            got = receiver.requests[1]
+            header = got.headers["shortcore-signature"]
+            assert len(_v1s(header)) == 1 and verify(newest.secret, header, got.body)
+            assert not verify(new.secret, header, got.body) and not verify(old.secret, header, got.body)
+        await receiver.stop()
+
+    run(go())
+
+
+def test_rotate_secret_api(api: TestClient, key: str) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    hook = api.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=headers).json()
+    assert hook["previous_secret_expires_at"] is None
+    rotated = api.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret", headers=headers)
+    assert rotated.status_code == 200, rotated.text
+    body = rotated.json()
+    assert body["id"] == hook["id"] and body["secret"].startswith("whsec_") and body["secret"] != hook["secret"]
+    assert abs(body["previous_secret_expires_at"] - (time.time() + 86_400)) < 60
+    listed = api.get("/api/v1/webhooks", headers=headers).json()["webhooks"][0]
+    assert "secret" not in listed and listed["previous_secret_expires_at"] == body["previous_secret_expires_at"]
+    now = api.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret", json={"grace_seconds": 0}, headers=headers)
+    assert now.status_code == 200 and now.json()["previous_secret_expires_at"] is None
+    for bad in ({"grace_seconds": -1}, {"grace_seconds": "60"}, {"grace_seconds": 10**9}, {"grace": 60}):
+        response = api.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret", json=bad, headers=headers)
+        assert response.status_code == 422, bad
+        assert response.json()["error"]["code"] in ("invalid_field", "unknown_field")
+    bad_json = api.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret", content=b"{", headers=headers)
+    assert bad_json.status_code == 400 and bad_json.json()["error"]["code"] == "invalid_json"
+    assert api.post("/api/v1/webhooks/wh_0000000000000000/rotate-secret", headers=headers).status_code == 404
+    assert api.post(f"/api/v1/webhooks/{hook['id']}/rotate-secret").status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Reclassified events, through a real sink
+
+
+def test_reclassified_click_is_sent_again(redis_url: str, chdb_client: Client) -> None:
+    migrate(chdb_client)
+    analytics = AnalyticsStore(chdb_client)
+    account, campaign = "acc_" + secrets.token_hex(8), "cmp_" + secrets.token_hex(8)
+    now = dt.datetime.now(dt.UTC)
+    chdb_client.insert(
+        f"{DATABASE}.campaigns",
+        [[campaign, account, "two links", "", "ul.example", 0, 4, 2, ["https://a.example/", "https://b.example/"],
+          {}, True, now, None, now, 1]],
+        column_names=list(CAMPAIGN_COLUMNS),
+    )  # fmt: skip
+    t = time.time() - 10
+    first = click(campaign, 0, 0, at=t, account=account)
+    # Both links of the message within the sibling window: a link scanner, not a person.
+    second = click(campaign, 0, 1, at=t + 1, account=account)
+
+    async def go() -> None:
+        clicks, bots = Receiver(), Receiver()
+        await clicks.start()
+        await bots.start()
+        async with running(redis_url) as (service, redis):
+            await redis.delete(STREAM_KEY)
+            await create_endpoint(redis, service.sender.guard, account, clicks.url, ["click"])
+            await create_endpoint(redis, service.sender.guard, account, bots.url, ["bot"])
+            sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.05), after_insert=service.after_insert)
+            stop = asyncio.Event()
+            task = asyncio.create_task(sink.run(stop))
+            try:
+                await redis.xadd(STREAM_KEY, {"e": encode(first)})
+                await until(lambda: len(clicks.requests) == 1, timeout=20)
+                await redis.xadd(STREAM_KEY, {"e": encode(second)})
+                await until(lambda: len(clicks.requests) == 2 and len(bots.requests) == 2, timeout=20)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
+                sink.close()
+        await clicks.stop()
+        await bots.stop()
+        as_click, revised = (orjson.loads(r.body) for r in clicks.requests)
+        assert (as_click["id"], as_click["type"], as_click["revision"], as_click["reclassified"]) == (
+            first["event_id"], "click", 0, False,
+        )  # fmt: skip
+        assert (revised["id"], revised["type"], revised["class"], revised["reason"]) == (
+            first["event_id"], "bot", "bot", "bot:sibling-burst",
+        )  # fmt: skip
+        assert revised["revision"] == 1 and revised["reclassified"] is True
+        assert revised["previous"] == {"type": "click", "class": "human", "reason": first["reason"]}
+        # The bot endpoint never had it as a click; it gets both as bots, the first as a revision.
+        got = sorted((orjson.loads(r.body) for r in bots.requests), key=lambda b: b["time"])
+        assert [(b["id"], b["type"], b["reclassified"]) for b in got] == [
+            (first["event_id"], "bot", True), (second["event_id"], "bot", False),
+        ]  # fmt: skip
+        assert len({r.headers["shortcore-delivery"] for r in clicks.requests}) == 2
+
+    run(go())
+
+
+def test_the_documented_recipe_accepts_either_secret() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "conversions.md").read_text()
+    recipe = text[text.index("### Verifying the signature") :]
+    code = recipe[recipe.index("```python\n") + 10 : recipe.index("```", recipe.index("```python\n") + 10)]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # the receivers' snippet, as published
+    body, now = b'{"id": "x"}', int(time.time())
+    header = sign("whsec_new", now, body, "whsec_old")
+    assert namespace["verify"]("whsec_new", header, body) and namespace["verify"]("whsec_old", header, body)
+    assert not namespace["verify"]("whsec_other", header, body)
+    assert not namespace["verify"]("whsec_new", sign("whsec_new", now - 400, body), body)
+    assert namespace["verify"]("whsec_new", sign("whsec_new", now, body), body)

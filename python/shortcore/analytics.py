@@ -51,6 +51,10 @@ class Migration:
     statements: tuple[str, ...]
 
 
+MESSAGES_BY_PHONE_SELECT: Final = (
+    "account, SHA256(phone) AS phone_sha256, phone, campaign_id, recipient_index, coalesce(sent_at, created_at) AS sent"
+)
+
 # Ordering keys start with the campaign, so every per-campaign query reads one contiguous range;
 # monthly partitions keep old data cheap to drop. ReplacingMergeTree collapses replays of the same
 # event id or message row; reads that must be exact before merges use FINAL or count distinct ids.
@@ -146,6 +150,34 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ORDER BY (campaign_id, time, event_id)
             SETTINGS non_replicated_deduplication_window = 1000
             """,
+        ),
+    ),
+    # Attribution looks a customer up by phone (or the SHA-256 of it) within an account; messages
+    # are ordered by campaign, so that was a scan of the account's messages. This copy, kept by a
+    # materialized view on every insert into messages, is ordered by (account, SHA-256 of the
+    # phone): a lookup reads one granule or two. Deletes of messages are repeated on it by hand.
+    Migration(
+        2,
+        "messages by phone: the attribution lookup",
+        (
+            f"""
+            CREATE TABLE IF NOT EXISTS {DATABASE}.messages_by_phone (
+                account String,
+                phone_sha256 FixedString(32),
+                phone String,
+                campaign_id String,
+                recipient_index UInt32,
+                sent DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (account, phone_sha256, campaign_id, recipient_index)
+            """,
+            f"""
+            CREATE MATERIALIZED VIEW IF NOT EXISTS {DATABASE}.messages_by_phone_mv TO {DATABASE}.messages_by_phone
+            AS SELECT {MESSAGES_BY_PHONE_SELECT} FROM {DATABASE}.messages
+            """,
+            # Messages stored before this migration; one inserted meanwhile is there twice, and
+            # the table's engine collapses the two.
+            f"INSERT INTO {DATABASE}.messages_by_phone SELECT {MESSAGES_BY_PHONE_SELECT} FROM {DATABASE}.messages",
         ),
     ),
 )

@@ -47,6 +47,7 @@ from shortcore.campaigns import (
     prepare_template,
     rejection_report,
 )
+from shortcore.clickids import ClickIds, is_click_id
 from shortcore.config import Settings
 from shortcore.conversions import AccountWindows, Attribution
 from shortcore.events import EVENT_VERSION, EventIds
@@ -580,8 +581,8 @@ def _campaign_row(
 
 
 def _delete_campaign_rows(client: Client, campaign_id: str) -> None:
-    for table in ("messages", "campaigns"):
-        column = "campaign_id" if table == "messages" else "id"
+    for table in ("messages", "messages_by_phone", "campaigns"):
+        column = "id" if table == "campaigns" else "campaign_id"
         client.command(
             f"DELETE FROM {DATABASE}.{table} WHERE {column} = %(id)s",
             parameters={"id": campaign_id},
@@ -732,8 +733,13 @@ async def record_conversion(request: Request) -> Response:
     problem = conversions.field_error(event_name, value, currency, order_id)
     if problem:
         raise ApiError(422, "invalid_field", problem)
-    if click_id is not None and not conversions.is_click_id(click_id):
-        raise ApiError(422, "invalid_field", "'click_id' must be the sc_click value (a UUID)")
+    click_event: str | None = None
+    if click_id is not None:
+        if not is_click_id(click_id):
+            raise ApiError(422, "invalid_field", "'click_id' must be the sc_click value (<UUID>.<12 characters>)")
+        click_event = ClickIds(state.secret).event_id(click_id)
+        if click_event is None:
+            raise ApiError(422, "forged_click", "'click_id' was not issued by this deployment (altered or made up)")
     if digest is not None:
         digest = digest.lower()
         if not conversions.is_phone_hash(digest):
@@ -750,8 +756,8 @@ async def record_conversion(request: Request) -> Response:
     via: tuple[str, int, int] | None = None
     if token is not None:
         via = await _token_recipient(state, account, token)
-    if click_id is not None:
-        owner = await _click_account(state, click_id)
+    if click_event is not None:
+        owner = await _click_account(state, click_event)
         if owner is not None and owner != account.id:
             raise ApiError(422, "foreign_click", "'click_id' is a click of another account")
     event_id = _new_event_id(now)
@@ -836,6 +842,25 @@ async def delete_webhook(request: Request) -> Response:
     if not await webhooks.delete_endpoint(_state(request).redis, account.id, request.path_params["webhook_id"]):
         raise ApiError(404, "not_found", "no such webhook")
     return Response(status_code=204)
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    account = await _account(request)
+    # An empty body is fine: the default grace period.
+    empty = request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers
+    data = {} if empty else await _json_body(request)
+    unknown = sorted(set(data) - {"grace_seconds"})
+    if unknown:
+        raise ApiError(422, "unknown_field", f"unknown field {unknown[0]!r}")
+    service = _webhooks(request)
+    grace = data.get("grace_seconds", webhooks.DEFAULT_GRACE_SECONDS)
+    try:
+        endpoint = await webhooks.rotate_secret(service.redis, account.id, request.path_params["webhook_id"], grace)
+    except webhooks.WebhookError as error:
+        raise ApiError(422, "invalid_field", str(error)) from None
+    if endpoint is None:
+        raise ApiError(404, "not_found", "no such webhook")
+    return JSONResponse({**endpoint.public(), "secret": endpoint.secret})
 
 
 async def list_dead_letters(request: Request) -> Response:
@@ -977,6 +1002,7 @@ ROUTES: Final = (
     ("/api/v1/webhooks/dead-letters", list_dead_letters, ["GET"]),
     ("/api/v1/webhooks/dead-letters/replay", replay_dead_letters, ["POST"]),
     ("/api/v1/webhooks/{webhook_id}", delete_webhook, ["DELETE"]),
+    ("/api/v1/webhooks/{webhook_id}/rotate-secret", rotate_webhook_secret, ["POST"]),
 )
 
 

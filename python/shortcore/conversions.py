@@ -41,6 +41,7 @@ from clickhouse_connect.driver.client import Client
 
 from shortcore.accounts import get_account
 from shortcore.analytics import DATABASE
+from shortcore.clickids import ClickIds
 from shortcore.store import AnyRedis
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ DEFAULT_VIEW_THROUGH_HOURS: Final = 24
 
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_.:/ -]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TAG = re.compile(r"ct_([0-9a-f]{16})([0-9a-f]{16})")
 _ACCOUNT = re.compile(r"acc_([0-9a-f]{16})")
@@ -122,10 +122,6 @@ def field_error(event_name: Any, value: Any, currency: Any, order_id: Any) -> st
     return None
 
 
-def is_click_id(value: Any) -> bool:
-    return isinstance(value, str) and _UUID.fullmatch(value) is not None
-
-
 def is_phone_hash(value: Any) -> bool:
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
@@ -141,8 +137,10 @@ def phone_hash(e164: str) -> str:
 #: Served by the edge at ``/c_t.js``. On the landing page it keeps the ``sc_click`` parameter in a
 #: first-party cookie (a year, SameSite=Lax) on the customer's own domain; ``shortcore(tag,
 #: event, {value, currency, order_id})`` on any later page fires the pixel with that click id.
+#: Its click id pattern must match ``shortcore.clickids.CLICK_ID_PATTERN``.
 CONVERSION_SCRIPT: Final = (
-    b"(function(w,d){var k='sc_click',m=new RegExp('[?&]'+k+'=([0-9a-f-]{36})').exec(w.location.search),"
+    b"(function(w,d){var k='sc_click',"
+    b"m=new RegExp('[?&]'+k+'=([0-9a-f-]{36}[.][0-9A-Za-z_-]{12})').exec(w.location.search),"
     b"s=d.currentScript,o=s&&s.src?s.src.replace(/\\/c_t\\.js.*$/,''):'';"
     b"if(m)d.cookie=k+'='+m[1]+';path=/;max-age=31536000;SameSite=Lax'+(w.location.protocol=='https:'?';Secure':'');"
     b"w.shortcore=function(t,e,p){var c=new RegExp('(?:^|; )'+k+'=([^;]*)').exec(d.cookie),"
@@ -181,11 +179,19 @@ class _Click:
 
 class Attribution:
     """Credits conversions at ingest (see the module documentation). ``windows(account)`` gives an
-    account's windows; it is called on the analytics thread and may block briefly."""
+    account's windows; it is called on the analytics thread and may block briefly.
+
+    Without ``secret`` neither conversion tags nor click ids can be checked, so no pixel names an
+    account and no click id names a click (a sink started without the deployment's settings)."""
 
     def __init__(self, secret: bytes | None = None, windows: Callable[[str], Windows] | None = None) -> None:
         self.secret = secret
+        self.click_ids = ClickIds(secret) if secret is not None else None
         self.windows = windows or (lambda account: Windows())
+
+    def named_click(self, candidate: Any) -> str | None:
+        """The event id of the click a click id names, or None for a made-up or altered one."""
+        return self.click_ids.event_id(candidate) if self.click_ids is not None else None
 
     def attribute(self, client: Client | None, rows: Sequence[EventRow]) -> None:
         conversions = [row for row in rows if row.event.get("type") == "conversion"]
@@ -196,38 +202,38 @@ class Attribution:
             for row in rows
             if row.event.get("type") == "click" and row.event.get("campaign_id") and row.event.get("outcome") == "ok"
         }
-        wanted: set[str] = {
-            c
-            for row in conversions
-            for c in (row.event.get("click_param"), row.event.get("click_cookie"), row.event.get("click_id"))
-            if isinstance(c, str) and is_click_id(c) and c not in batch_clicks
-        }
+        named: dict[int, list[str]] = {}
+        for row in conversions:
+            given = (row.event.get("click_param"), row.event.get("click_cookie"), row.event.get("click_id"))
+            found = (self.named_click(c) for c in dict.fromkeys(given) if c)
+            named[id(row)] = [event_id for event_id in found if event_id is not None]
+        wanted = {c for ids in named.values() for c in ids if c not in batch_clicks}
         clicks = dict(batch_clicks)
         if wanted and client is not None:
             clicks.update(_load_clicks(client, sorted(wanted)))
         for row in conversions:
-            self._attribute_one(client, row.event, clicks, batch_clicks)
+            self._attribute_one(client, row.event, named[id(row)], clicks, batch_clicks)
         _mark_duplicate_orders(client, conversions)
         for row in conversions:
             row.raw = orjson.dumps(row.event)
 
     def _attribute_one(
-        self, client: Client | None, event: dict[str, Any], clicks: dict[str, _Click], batch: dict[str, _Click]
+        self,
+        client: Client | None,
+        event: dict[str, Any],
+        named_ids: list[str],
+        clicks: dict[str, _Click],
+        batch: dict[str, _Click],
     ) -> None:
         from_api = event.get("source") == "api"
+        # Only a genuine click id is kept: a forged one names no click, here or in any report.
+        event["click_id"] = named_ids[0] if named_ids else ""
         account = str(event.get("account") or "") if from_api else ""
-        if not from_api and self.secret is None:
-            # No secret to check tags with (a sink started without the deployment's settings):
-            # the named click's account is the only account there is.
-            given = (event.get("click_param"), event.get("click_cookie"))
-            found = [clicks[c] for c in given if isinstance(c, str) and c in clicks]
-            account = found[0].account if found else ""
-            event["account"] = account
-        elif not from_api:
+        if not from_api:
             if not event.get("conversion_tag"):
                 event["outcome"] = "no-cid"
                 return
-            account = tag_account(self.secret or b"", str(event["conversion_tag"])) or ""
+            account = (tag_account(self.secret, str(event["conversion_tag"])) or "") if self.secret else ""
             event["account"] = account
             if not account:
                 event["outcome"] = "unknown-tag"
@@ -245,8 +251,8 @@ class Attribution:
         phone: str | None = None
         foreign = False
         named: _Click | None = None
-        for candidate in (event.get("click_param"), event.get("click_cookie"), event.get("click_id")):
-            click = clicks.get(candidate) if isinstance(candidate, str) and is_click_id(candidate) else None
+        for candidate in named_ids:
+            click = clicks.get(candidate)
             if click is None:
                 continue
             if click.account != account:
@@ -339,19 +345,22 @@ def _phone_of(client: Client, campaign: str, recipient: int) -> str | None:
     return str(rows[0][0]) if rows and recipient >= 0 else None
 
 
+#: The phone behind a SHA-256 within an account: a primary key lookup (analytics migration 2).
+PHONE_BY_HASH_SQL: Final = (
+    f"SELECT phone FROM {DATABASE}.messages_by_phone WHERE account = %(a)s AND phone_sha256 = unhex(%(h)s) LIMIT 1"
+)
+
+
 def _phone_by_hash(client: Client, account: str, digest: str) -> str | None:
-    rows = client.query(
-        f"SELECT phone FROM {DATABASE}.messages WHERE account = %(a)s AND lower(hex(SHA256(phone))) = %(h)s LIMIT 1",
-        parameters={"a": account, "h": digest},
-    ).result_rows
+    rows = client.query(PHONE_BY_HASH_SQL, parameters={"a": account, "h": digest}).result_rows
     return str(rows[0][0]) if rows else None
 
 
 def _messages_of(client: Client, account: str, phone: str) -> list[tuple[str, int, int]]:
     """Every message the account sent to ``phone``: campaign, recipient index, sent time (ms)."""
     rows = client.query(
-        f"SELECT campaign_id, recipient_index, toUnixTimestamp64Milli(coalesce(sent_at, created_at)) "
-        f"FROM {DATABASE}.messages FINAL WHERE account = %(a)s AND phone = %(p)s",
+        f"SELECT campaign_id, recipient_index, toUnixTimestamp64Milli(sent) FROM {DATABASE}.messages_by_phone FINAL "
+        "WHERE account = %(a)s AND phone_sha256 = SHA256(%(p)s) AND phone = %(p)s",
         parameters={"a": account, "p": phone},
     ).result_rows
     return [(str(c), int(r), int(t)) for c, r, t in rows]

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from shortcore import metrics
 from shortcore.classify import CLASSIFIER_HEADERS, Classifier
+from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.conversions import CONVERSION_SCRIPT
 from shortcore.events import EVENT_VERSION, EventIds, EventSpool, EventWriter
@@ -155,6 +156,7 @@ class EdgeState:
         )
         secret = settings.token_secret()
         self.codecs = {length: TokenCodec(secret, length) for length in range(6, 13)}
+        self.click_ids = ClickIds(secret)
         self.classifier = Classifier(settings.too_soon_seconds)
         self.ids = EventIds()
         self.stats = metrics.EdgeStats()
@@ -351,10 +353,12 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
         await _respond(send, 503, [_HTML, _NO_CACHE, (b"retry-after", b"5")], UNAVAILABLE_PAGE, head)
     elif outcome == "ok":
         assert campaign is not None
-        location = campaign.targets[link].location(click_id if campaign.click_param else None)
+        # The event keeps the bare event id; what leaves is signed, so it cannot be forged.
+        signed = st.click_ids.issue(click_id)
+        location = campaign.targets[link].location(signed if campaign.click_param else None)
         answer = [
             (b"location", location.encode()),
-            (b"set-cookie", f"{CLICK_PARAM}={click_id}{st.cookie_tail}".encode()),
+            (b"set-cookie", f"{CLICK_PARAM}={signed}{st.cookie_tail}".encode()),
             _NO_CACHE,
         ]
         await _respond(send, status, answer, b"", head)

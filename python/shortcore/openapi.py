@@ -421,7 +421,12 @@ _CONVERSION: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "click_id": {"type": "string", "format": "uuid", "description": "The sc_click value of the visit"},
+        "click_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}[.][0-9A-Za-z_-]{12}$",
+            "description": "The sc_click value of the visit, as it was (<click event id>.<MAC>); "
+            "one this deployment did not issue is refused (422 forged_click)",
+        },
         "token": {"type": "string", "description": "The short link's token"},
         "phone": {"type": "string", "description": "The customer's phone number (E.164, or national)"},
         "phone_sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256 of E.164"},
@@ -441,7 +446,11 @@ _WEBHOOK: dict[str, Any] = {
         "events": {"type": "array", "items": {"type": "string", "enum": ["click", "view", "bot", "conversion"]}},
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000},
         "created_at": {"type": "number"},
-        "secret": {"type": "string", "description": "Only in the answer to POST"},
+        "secret": {"type": "string", "description": "Only in the answers to POST (create, rotate-secret)"},
+        "previous_secret_expires_at": {
+            "type": ["number", "null"],
+            "description": "After a rotation: until when deliveries are signed with the previous secret too",
+        },
     },
 }
 
@@ -497,6 +506,37 @@ def _conversion_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "security": auth,
                 "parameters": [_path_param("webhook_id")],
                 "responses": {"204": {"description": "Removed"}, **_errors(401, 404)},
+            }
+        },
+        "/api/v1/webhooks/{webhook_id}/rotate-secret": {
+            "post": {
+                "summary": "Give an endpoint a new secret; deliveries carry a second v1= signature with the old "
+                "one during the grace period",
+                "security": auth,
+                "parameters": [_path_param("webhook_id")],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "grace_seconds": {
+                                        "type": "number",
+                                        "minimum": 0,
+                                        "maximum": 604800,
+                                        "default": 86400,
+                                        "description": "How long the old secret keeps signing (0: not at all)",
+                                    }
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _json(_WEBHOOK, "The endpoint with its new secret"),
+                    **_errors(400, 401, 404, 422),
+                },
             }
         },
         "/api/v1/webhooks/dead-letters": {

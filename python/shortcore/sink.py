@@ -609,8 +609,10 @@ def _reason(error: BaseException) -> str:
     return text[:500]
 
 
-#: What the sink hands each inserted batch to (the webhook outbox).
-AfterInsert = Callable[[list[Row]], Awaitable[None]]
+#: What the sink hands each inserted batch to (the webhook outbox): the batch's rows, and the
+#: rows of earlier batches that a sequence rule reclassified while judging it (re-inserted with a
+#: higher revision).
+AfterInsert = Callable[[list[Row], list[Row]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -902,7 +904,11 @@ class EventSink:
             await self._dead_letter(dead)
         if self.after_insert is not None:
             refused_ids = {stream_id for stream_id, _, _ in refused}
-            await self.after_insert([row for row in batch.rows if row.stream_id not in refused_ids])
+            # Earlier events a sequence rule reclassified go too: their receivers saw the old class.
+            await self.after_insert(
+                [row for row in batch.rows if row.stream_id not in refused_ids],
+                [row for row in batch.again if row.stream_id not in refused_ids],
+            )
         ids = [stream_id for stream_id, _ in pairs]
         for start in range(0, len(ids), 50_000):
             await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])

@@ -22,7 +22,12 @@ jitter; once a delivery is older than ``max_age`` (25 hours by default) it goes 
 dead-letter list, readable and replayable through ``/api/v1/webhooks/dead-letters``.
 
 Signature: ``Shortcore-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` with the
-endpoint's secret (see ``docs/conversions.md`` for the receiving side).
+endpoint's secret, and a second ``v1=`` with the previous secret during the grace period after a
+rotation (:func:`rotate_secret`); see ``docs/conversions.md`` for the receiving side.
+
+Reclassified events: when a sequence rule of the sink turns an event already delivered into a bot
+(``bot:sibling-burst``, ``bot:sweep``), the event goes once more, with ``"reclassified": true``, its
+new ``revision`` and what it was (``previous``); see :meth:`WebhookService.after_insert`.
 
 Targets that resolve to loopback, private, link-local or otherwise non-public addresses are
 refused, when registered and again at every connection (the connection goes to the address that
@@ -38,6 +43,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -231,6 +237,16 @@ class Endpoint:
     events: tuple[str, ...]
     batch_size: int = 1
     created_at: float = 0.0
+    #: After a rotation: the secret before it, still signed with until ``previous_until`` (Unix s).
+    previous_secret: str = ""
+    previous_until: float = 0.0
+
+    def signing_secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets a delivery sent at ``now`` is signed with: the current one, and the one
+        before it while its grace period lasts."""
+        if self.previous_secret and now < self.previous_until:
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
     def to_json(self) -> bytes:
         return orjson.dumps(dataclasses.asdict(self))
@@ -249,6 +265,7 @@ class Endpoint:
             "events": list(self.events),
             "batch_size": self.batch_size,
             "created_at": self.created_at,
+            "previous_secret_expires_at": self.previous_until if self.previous_secret else None,
         }
 
 
@@ -286,6 +303,38 @@ async def create_endpoint(
     return endpoint
 
 
+#: The longest a rotated-out secret keeps signing deliveries.
+MAX_GRACE_SECONDS: Final = 7 * 86_400
+DEFAULT_GRACE_SECONDS: Final = 86_400
+
+
+async def rotate_secret(redis: AnyRedis, account: str, endpoint_id: str, grace_seconds: Any) -> Endpoint | None:
+    """Gives one of the account's endpoints a new secret; deliveries carry a signature with the
+    old one too for ``grace_seconds`` (0: not at all), so receivers can switch without losing any.
+    None when the account has no such endpoint; :class:`WebhookError` for a bad grace period."""
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, int | float):
+        raise WebhookError(f"'grace_seconds' must be a number from 0 to {MAX_GRACE_SECONDS}")
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise WebhookError(f"'grace_seconds' must be a number from 0 to {MAX_GRACE_SECONDS}")
+    if not await redis.sismember(ACCOUNT_ENDPOINTS_KEY + account, endpoint_id):
+        return None
+    raw = await redis.hget(ENDPOINTS_KEY, endpoint_id)
+    if raw is None:
+        return None
+    endpoint = Endpoint.from_json(raw)
+    if endpoint.account != account:
+        return None
+    now = time.time()
+    rotated = dataclasses.replace(
+        endpoint,
+        secret="whsec_" + secrets.token_urlsafe(32),
+        previous_secret=endpoint.secret if grace_seconds > 0 else "",
+        previous_until=now + grace_seconds if grace_seconds > 0 else 0.0,
+    )
+    await redis.hset(ENDPOINTS_KEY, endpoint_id, rotated.to_json())
+    return rotated
+
+
 async def list_endpoints(redis: AnyRedis, account: str) -> list[Endpoint]:
     ids = sorted(_str(i) for i in await redis.smembers(ACCOUNT_ENDPOINTS_KEY + account))
     if not ids:
@@ -318,22 +367,28 @@ def _str(value: Any) -> str:
 # Signing and payloads
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Shortcore-Signature`` header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
+def sign(secret: str, timestamp: int, body: bytes, *previous: str) -> str:
+    """The ``Shortcore-Signature`` header value for ``body`` sent at ``timestamp``: one ``v1=`` for
+    ``secret`` and one more for each secret in ``previous`` (during a rotation's grace period)."""
+    signed = b"%d." % timestamp + body
+    macs = ",".join(f"v1={hmac.new(s.encode(), signed, hashlib.sha256).hexdigest()}" for s in (secret, *previous))
+    return f"t={timestamp},{macs}"
 
 
 def verify(secret: str, header: str, body: bytes, tolerance: float = 300.0, now: float | None = None) -> bool:
-    """What a receiver does: the signature matches and is at most ``tolerance`` seconds old."""
-    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    """What a receiver does: one of the ``v1`` signatures matches and it is at most ``tolerance``
+    seconds old."""
+    parts = [part.split("=", 1) for part in header.split(",") if "=" in part]
+    stamps = [value for name, value in parts if name.strip() == "t"]
     try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
+        timestamp = int(stamps[0])
+    except (IndexError, ValueError):
         return False
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     fresh = abs((time.time() if now is None else now) - timestamp) <= tolerance
-    return fresh and hmac.compare_digest(expected, parts.get("v1", ""))
+    # Every v1 is compared, so the time taken does not tell which one matched.
+    matches = [hmac.compare_digest(expected, value) for name, value in parts if name.strip() == "v1"]
+    return fresh and any(matches)
 
 
 def event_kind(event: Mapping[str, Any], final_class: str) -> str | None:
@@ -375,6 +430,9 @@ def payload(
         "os": event.get("os") or None,
         "device": event.get("device") or None,
         "country": event.get("country") or extra.get("_country") or None,
+        # A receiver keeps, per id, the delivery with the highest revision (see docs/conversions.md).
+        "revision": int(extra.get("_revision") or 0),
+        "reclassified": False,
     }
     if kind == "conversion":
         body["conversion"] = {
@@ -773,7 +831,8 @@ class WebhookSender:
             delivery.first_at = int(now * 1000)
         try:
             pool = self._pool(endpoint)
-            signature = sign(endpoint.secret, int(now), delivery.body)
+            current, *older = endpoint.signing_secrets(now)
+            signature = sign(current, int(now), delivery.body, *older)
             head = request_head(pool.target, len(delivery.body), signature, delivery)
             status = await pool.post(head, delivery.body)
             error = "" if 200 <= status < 300 else f"HTTP {status}"
@@ -840,61 +899,66 @@ class WebhookService:
     def __post_init__(self) -> None:
         self.sender = WebhookSender(self.redis, self.settings)
 
-    async def after_insert(self, rows: Sequence[SinkRow]) -> None:
-        """Turns a batch of inserted events into deliveries for the endpoints that want them."""
+    async def after_insert(self, rows: Sequence[SinkRow], again: Sequence[SinkRow] = ()) -> None:
+        """Turns a batch of inserted events into deliveries for the endpoints that want them.
+        ``again`` are events of earlier batches a sequence rule has since reclassified: each goes
+        once more, as a revision (see :func:`payload`), to the endpoints that wanted it as it was
+        and to those that want it as it is now."""
         endpoints = await self.sender.endpoints()
         if not endpoints:
             return
         by_account: dict[str, list[Endpoint]] = {}
         for endpoint in endpoints.values():
             by_account.setdefault(endpoint.account, []).append(endpoint)
-        wanted: list[tuple[SinkRow, str, list[Endpoint]]] = []
-        for row in rows:
+        wanted: list[tuple[SinkRow, str, str | None, list[Endpoint]]] = []
+        for row, revised in itertools.chain(((r, False) for r in rows), ((r, True) for r in again)):
             event = row.event
             targets = by_account.get(str(event.get("account") or ""))
             if not targets:
                 continue
             kind = event_kind(event, str(row.extra.get("_class") or event.get("class")))
+            before = event_kind(event, str(event.get("class"))) if revised else None
             if kind is None:
                 continue
-            chosen = [e for e in targets if kind in e.events]
+            chosen = [e for e in targets if kind in e.events or before in e.events]
             if chosen:
-                wanted.append((row, kind, chosen))
+                wanted.append((row, kind, before if revised else None, chosen))
         if not wanted:
             return
         recipients = await self._recipients(
             {
                 (str(r.event["campaign_id"]), int(r.event["recipient_index"]))
-                for r, _, _ in wanted
+                for r, _, _, _ in wanted
                 if r.event.get("campaign_id") and r.event.get("recipient_index", -1) >= 0
             }
         )
-        per_endpoint: dict[str, list[tuple[str, bytes]]] = {}
-        for row, kind, chosen in wanted:
+        # Per endpoint: first deliveries, then revisions, never in one batch (their ids differ).
+        per_endpoint: dict[tuple[str, bool], list[tuple[str, str, bytes]]] = {}
+        for row, kind, before, chosen in wanted:
             event = row.event
             campaign = str(event.get("campaign_id") or "")
             key = (campaign, int(event.get("recipient_index", -1)))
-            body = orjson.dumps(
-                payload(
-                    event,
-                    row.extra,
-                    kind,
-                    recipients.get(key),
-                    await self._link_url(campaign, event.get("link_index", -1)),
-                )
-            )
+            link_url = await self._link_url(campaign, event.get("link_index", -1))
+            body_of = payload(event, row.extra, kind, recipients.get(key), link_url)
+            revision = int(row.extra.get("_revision") or 0)
+            if before is not None:
+                body_of["reclassified"] = True
+                body_of["previous"] = {"type": before, "class": event.get("class"), "reason": event.get("reason")}
+            body = orjson.dumps(body_of)
+            event_id = str(event["event_id"])
+            delivery_key = f"{event_id}:r{revision}" if before is not None else event_id
             for endpoint in chosen:
-                per_endpoint.setdefault(endpoint.id, []).append((str(event["event_id"]), body))
+                per_endpoint.setdefault((endpoint.id, before is not None), []).append((event_id, delivery_key, body))
         deliveries = []
-        for endpoint_id, items in per_endpoint.items():
+        for (endpoint_id, _), items in per_endpoint.items():
             endpoint = endpoints[endpoint_id]
             size = endpoint.batch_size
             for start in range(0, len(items), size):
                 chunk = items[start : start + size]
-                ids = [event_id for event_id, _ in chunk]
+                ids = [event_id for event_id, _, _ in chunk]
                 # Batching endpoints always get {"events": [...]}, even with one event in it.
-                body = chunk[0][1] if size == 1 else b'{"events":[' + b",".join(b for _, b in chunk) + b"]}"
-                delivery_id = f"{endpoint_id}:{ids[0]}" + (f":{len(ids)}" if size > 1 else "")
+                body = chunk[0][2] if size == 1 else b'{"events":[' + b",".join(b for _, _, b in chunk) + b"]}"
+                delivery_id = f"{endpoint_id}:{chunk[0][1]}" + (f":{len(ids)}" if size > 1 else "")
                 deliveries.append(Delivery(delivery_id, endpoint_id, endpoint.account, ids, body))
         await self.sender.outbox.add(deliveries)
         self.sender.wake()
