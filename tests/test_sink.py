@@ -155,17 +155,22 @@ def test_a_replayed_batch_counts_once(analytics: AnalyticsStore, chdb_client: Cl
     campaign = _campaign_id()
     entries = [(f"{1000 + i}-0".encode(), encode(click(campaign, i))) for i in range(500)]
     inserter = EventInserter(SinkSettings())
-    batch = inserter.prepare(chdb_client, entries)
-    assert inserter.insert_batch(chdb_client, batch) == []
-    assert inserter.insert_batch(chdb_client, batch) == []  # same token: ClickHouse drops it
-    # Cut differently (a takeover reads other boundaries): the table collapses it.
-    again = inserter.prepare(chdb_client, entries[100:300])
-    assert inserter.insert_batch(chdb_client, again) == []
-    count, distinct, raw = chdb_client.query(
-        f"SELECT count(), uniqExact(event_id), (SELECT count() FROM {DATABASE}.events WHERE campaign_id = %(c)s) "
-        f"FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s",
-        parameters={"c": campaign},
-    ).result_rows[0]
+    # No background merge may collapse rows while the raw count is read.
+    chdb_client.command(f"SYSTEM STOP MERGES {DATABASE}.events")
+    try:
+        batch = inserter.prepare(chdb_client, entries)
+        assert inserter.insert_batch(chdb_client, batch) == []
+        assert inserter.insert_batch(chdb_client, batch) == []  # same token: ClickHouse drops it
+        # Cut differently (a takeover reads other boundaries): the table collapses it.
+        again = inserter.prepare(chdb_client, entries[100:300])
+        assert inserter.insert_batch(chdb_client, again) == []
+        count, distinct, raw = chdb_client.query(
+            f"SELECT count(), uniqExact(event_id), (SELECT count() FROM {DATABASE}.events WHERE campaign_id = %(c)s) "
+            f"FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s",
+            parameters={"c": campaign},
+        ).result_rows[0]
+    finally:
+        chdb_client.command(f"SYSTEM START MERGES {DATABASE}.events")
     assert (count, distinct) == (500, 500)
     assert raw == 700  # before merges: the whole replay was dropped, the partial one waits for a merge
 
