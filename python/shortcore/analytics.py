@@ -148,6 +148,16 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    # A/B variants (shortcore.variants): each message's variant, and the campaign's variants as
+    # JSON (names, weights, texts, destinations, the assignment seed). '' = a campaign of one text.
+    Migration(
+        2,
+        "variants",
+        (
+            f"ALTER TABLE {DATABASE}.messages ADD COLUMN IF NOT EXISTS variant LowCardinality(String) DEFAULT ''",
+            f"ALTER TABLE {DATABASE}.campaigns ADD COLUMN IF NOT EXISTS variants String DEFAULT ''",
+        ),
+    ),
 )
 
 
