@@ -113,6 +113,7 @@ def timeline_svg(timeline: Sequence[dict[str, Any]], width: int = 960, height: i
     """Human clicks per hour as an inline SVG bar chart (views as a thinner bar beside them)."""
     if not timeline:
         return '<p class="note">No requests yet.</p>'
+    timeline = _every_hour(timeline)
     top = max(max(h["human_clicks"], h["views"]) for h in timeline) or 1
     pad_left, pad_bottom, pad_top = 40, 24, 10
     plot_w, plot_h = width - pad_left - 10, height - pad_bottom - pad_top
@@ -143,6 +144,27 @@ def timeline_svg(timeline: Sequence[dict[str, Any]], width: int = 960, height: i
         f"{escape(last[:13])}h</text></svg>"
     )
     return "".join(parts)
+
+
+MAX_BARS: Final = 24 * 31
+
+
+def _every_hour(timeline: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hours without a request as zero bars, so the chart's x axis is time (up to a month)."""
+    try:
+        hours = {dt.datetime.fromisoformat(h["hour"].replace("Z", "+00:00")): h for h in timeline}
+    except (AttributeError, TypeError, ValueError):
+        return list(timeline)
+    first, last = min(hours), max(hours)
+    span = int((last - first).total_seconds() // 3600) + 1
+    if span > MAX_BARS:
+        return list(timeline)
+    filled = []
+    for i in range(span):
+        at = first + dt.timedelta(hours=i)
+        iso = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        filled.append(hours.get(at) or {"hour": iso, "human_clicks": 0, "views": 0})
+    return filled
 
 
 def _variants_section(stats: dict[str, Any]) -> str:

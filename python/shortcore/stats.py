@@ -495,8 +495,8 @@ def stats_lines(stats: dict[str, Any]) -> str:
     out = [format_rows(["figure", "value"], head, "table", footer=False).rstrip()]
     if stats["links"]:
         rows = [
-            [link["link_index"], link["destination"], link["human_clicks"], link["unique_clickers"], link["views"],
-             link["bot_hits"]]
+            [link["link_index"], _link_destination(link), link["human_clicks"], link["unique_clickers"],
+             link["views"], link["bot_hits"]]
             for link in stats["links"]
         ]  # fmt: skip
         columns = ["link", "destination", "clicks", "clickers", "views", "bots"]
@@ -514,6 +514,13 @@ def stats_lines(stats: dict[str, Any]) -> str:
         columns = ["hour", "clicks", "clickers", "views", "bots", "conversions"]
         out.append(format_rows(columns, rows, "table", footer=False).rstrip())
     return "\n\n".join(out) + "\n"
+
+
+def _link_destination(link: dict[str, Any]) -> str:
+    by_variant = link.get("by_variant")
+    if not by_variant:
+        return str(link["destination"])
+    return "; ".join(f"{name}: {destination}" for name, destination in by_variant.items())
 
 
 def _variant_table(stats: dict[str, Any]) -> str:
