@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
+from edge_helpers import BROWSER_HEADERS, SECRET, edge
 from starlette.testclient import TestClient
 
 from shortcore import accounts, reports
@@ -29,8 +30,6 @@ from shortcore.sink import DEAD_KEY, STREAM_KEY, SinkSettings
 from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 from shortcore.variants import VariantAssigner, VariantError, new_seed, parse_variants
-
-from edge_helpers import BROWSER_HEADERS, SECRET, edge
 
 VARIANTS = [
     {"name": "A", "text": "Spring sale! https://shop.example/a", "weight": 1},
@@ -188,10 +187,18 @@ def world(redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPath
     data_dir = Path(tmp_path_factory.mktemp("data"))
     settings = Settings(data_dir=data_dir, redis_url=redis_url, secret=SECRET, base_url="https://ul.example")
     app = create_control_app(
-        settings, analytics=AnalyticsStore(chdb_client), sink=SinkSettings(batch_wait=0.05, sweep_recipients=0, sibling_window=0.001)
+        settings,
+        analytics=AnalyticsStore(chdb_client),
+        sink=SinkSettings(batch_wait=0.05, sweep_recipients=0, sibling_window=0.001),
     )
     with TestClient(app) as client:
-        yield {"client": client, "key": key, "account": account_id, "headers": {"Authorization": f"Bearer {key}"}, "data_dir": data_dir}
+        yield {
+            "client": client,
+            "key": key,
+            "account": account_id,
+            "headers": {"Authorization": f"Bearer {key}"},
+            "data_dir": data_dir,
+        }
 
 
 def _create(world: dict[str, Any], **fields: Any) -> Any:
@@ -280,9 +287,10 @@ async def _clicks(world: dict[str, Any], rows: list[dict[str, Any]], plan: list[
     locations = []
     for n, (recipient, link) in enumerate(plan):
         url = rows[recipient]["links"][link]
-        async with edge(
-            world["redis_url"], world["data_dir"], client_ip=f"198.51.{n // 250}.{n % 250 + 1}"
-        ) as (_, client):
+        async with edge(world["redis_url"], world["data_dir"], client_ip=f"198.51.{n // 250}.{n % 250 + 1}") as (
+            _,
+            client,
+        ):
             response = await client.get("/" + url.rsplit("/", 1)[1], headers=BROWSER_HEADERS)
             assert response.status_code == 302
             locations.append(response.headers["location"])
@@ -432,7 +440,12 @@ def test_report_page_refuses_wrong_credentials(world: dict[str, Any], clicked: d
     ).json()["url"]
     query = their_link.split("?", 1)[1]
     assert client.get(f"/reports/campaigns/{campaign}?{query}").status_code == 401
-    assert client.get(f"/api/v1/campaigns/{campaign}/report-link", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    assert (
+        client.get(
+            f"/api/v1/campaigns/{campaign}/report-link", headers={"Authorization": f"Bearer {other}"}
+        ).status_code
+        == 404
+    )
     assert client.get(f"/reports/campaigns/{campaign}").status_code == 401
     assert client.get(f"/reports/campaigns/{campaign}?key={world['key']}").status_code == 401
     assert client.get(f"/reports/campaigns/{campaign}", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -443,4 +456,3 @@ def test_report_page_refuses_wrong_credentials(world: dict[str, Any], clicked: d
     assert client.get("/reports/campaigns/../../etc?exp=1&sig=x").status_code == 404
     bad_ttl = client.get(f"/api/v1/campaigns/{campaign}/report-link?ttl=5", headers=world["headers"])
     assert bad_ttl.status_code == 400 and bad_ttl.json()["error"]["code"] == "invalid_parameter"
-

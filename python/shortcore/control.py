@@ -463,8 +463,8 @@ async def _create_campaign(
     try:
         spec = _campaign_request(data, upload)
         plan = VariantPlan.prepare(spec.variants, spec.scheme, spec.only_last) if spec.variants else None
-        template = plan.control.template if plan else prepare_template(
-            spec.text, scheme=spec.scheme, only_last=spec.only_last
+        template = (
+            plan.control.template if plan else prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
         )
         normalizer = PhoneNormalizer(spec.default_region or account.default_region)
     except VariantError as error:
@@ -709,8 +709,8 @@ async def campaign_messages(request: Request) -> Response:
 
 # Must match MESSAGE_FIELDS, in order.
 MESSAGES_JSON_COLUMNS: Final = (
-    "phone, nullIf(recipient_id, '') AS id, text, encoding, characters, segments, segments_before, short_urls AS links, "
-    "nullIf(variant, '') AS variant"
+    "phone, nullIf(recipient_id, '') AS id, text, encoding, characters, segments, segments_before, "
+    "short_urls AS links, nullIf(variant, '') AS variant"
 )
 MESSAGES_CSV_COLUMNS: Final = (
     "phone, recipient_id, text, encoding, characters, segments, segments_before, arrayStringConcat(short_urls, ' '), "
@@ -930,9 +930,7 @@ async def report_link(request: Request) -> Response:
     campaign = await _owned_campaign(request, account)
     raw_ttl = request.query_params.get("ttl", str(reports.DEFAULT_TTL))
     if not raw_ttl.isdigit() or not reports.MIN_TTL <= int(raw_ttl) <= reports.MAX_TTL:
-        raise ApiError(
-            400, "invalid_parameter", f"'ttl' must be from {reports.MIN_TTL} to {reports.MAX_TTL} seconds"
-        )
+        raise ApiError(400, "invalid_parameter", f"'ttl' must be from {reports.MIN_TTL} to {reports.MAX_TTL} seconds")
     expires = int(dt.datetime.now(dt.UTC).timestamp()) + int(raw_ttl)
     query = reports.link_query(_state(request).secret, account.id, campaign.id, expires)
     url = f"{str(request.base_url).rstrip('/')}/reports/campaigns/{campaign.id}?{query}"

@@ -431,7 +431,10 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "type": ["object", "null"],
                 "properties": {
                     "control": {"type": "string"},
-                    "winner": {"type": ["string", "null"], "description": "Set only when the difference is significant"},
+                    "winner": {
+                        "type": ["string", "null"],
+                        "description": "Set only when the difference is significant",
+                    },
                     "verdict": {"type": "string"},
                 },
             },

@@ -103,7 +103,7 @@ def _tile(label: str, value: str) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=l" if i in left else ""}>{cell}</td>' for i, cell in enumerate(row)) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=l' if i in left else ''}>{cell}</td>" for i, cell in enumerate(row)) + "</tr>"
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -131,7 +131,7 @@ def timeline_svg(timeline: Sequence[dict[str, Any]], width: int = 960, height: i
         views_h = hour["views"] / top * plot_h
         label = escape(f"{hour['hour']}: {hour['human_clicks']:,} clicks, {hour['views']:,} views")
         parts.append(
-            f'<g><title>{label}</title>'
+            f"<g><title>{label}</title>"
             f'<rect x="{x:.1f}" y="{pad_top + plot_h - clicks_h:.1f}" width="{bar:.1f}" height="{clicks_h:.1f}" '
             'fill="#3b6fd8"/>'
             f'<rect x="{x + bar * 0.7:.1f}" y="{pad_top + plot_h - views_h:.1f}" width="{bar * 0.3:.1f}" '
@@ -183,7 +183,7 @@ def _variants_section(stats: dict[str, Any]) -> str:
             comparison = [
                 escape(f"{vs['ctr_difference'] * 100:+.2f} pts"),
                 escape(f"{low * 100:+.2f} to {high * 100:+.2f}"),
-                "–" if p is None else escape(f"{p:.3g}"),
+                "-" if p is None else escape(f"{p:.3g}"),
                 '<span class="yes">yes</span>' if vs["significant"] else '<span class="no">no</span>',
             ]
         rows.append(

@@ -406,7 +406,8 @@ async def register_campaign(
 
     Allocates ``recipients * len(destinations)`` sequence numbers unless ``seq_start`` is given
     (a range allocated earlier with :func:`allocate_seqs`); with ``variants``, the range has the
-    most links any variant has per recipient. The token length defaults to the domain's. Raises :class:`RoutingError` for a destination that is not http(s) and the like.
+    most links any variant has per recipient. The token length defaults to the domain's.
+    Raises :class:`RoutingError` for a destination that is not http(s) and the like.
     """
     host = normalize_host(domain)
     if token_length is None:

@@ -43,9 +43,9 @@ SQL_MAX_ROWS: Final = 100_000
 
 #: Columns of ``/clicks`` (JSON lines keys, CSV header), in order.
 CLICK_FIELDS: Final = (
-    "time", "event_id", "type", "phone", "recipient_id", "recipient_index", "link_index", "destination", "variant", "class",
-    "reason", "ip", "browser", "os", "device", "country", "user_agent", "method", "click_id", "event_name", "value",
-    "currency", "order_id",
+    "time", "event_id", "type", "phone", "recipient_id", "recipient_index", "link_index", "destination", "variant",
+    "class", "reason", "ip", "browser", "os", "device", "country", "user_agent", "method", "click_id", "event_name",
+    "value", "currency", "order_id",
 )  # fmt: skip
 
 
@@ -248,12 +248,13 @@ def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | Non
     if not plan:
         return {"variants": [], "ab_test": None}
     params = {"c": campaign_id}
-    messages = dict(
-        client.query(
+    messages: dict[str, int] = {
+        str(name): int(n)
+        for name, n in client.query(
             f"SELECT variant, count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s GROUP BY variant",
             parameters=params,
         ).result_rows
-    )
+    }
     clicks = f"""
         FROM (
             SELECT recipient_index, link_index, class FROM {DATABASE}.events FINAL
@@ -265,8 +266,9 @@ def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | Non
     )
     totals = {
         row[0]: row[1:]
-        for row in client.query(f"SELECT m.variant, {figures} {clicks} GROUP BY m.variant", parameters=params)
-        .result_rows
+        for row in client.query(
+            f"SELECT m.variant, {figures} {clicks} GROUP BY m.variant", parameters=params
+        ).result_rows
     }
     per_link = {
         (row[0], int(row[1])): row[2:]

@@ -232,9 +232,7 @@ class VariantMessageBatches:
     """Renders spooled recipients of a variant campaign in batches, like
     :class:`shortcore.campaigns.MessageBatches`, with each message's variant as the last column."""
 
-    def __init__(
-        self, variants: Sequence[Variant], seed: str, codec: TokenCodec, campaign: CampaignRange
-    ) -> None:
+    def __init__(self, variants: Sequence[Variant], seed: str, codec: TokenCodec, campaign: CampaignRange) -> None:
         self._variants = list(variants)
         self._assigner = VariantAssigner(seed, [v.weight for v in variants])
         self._codec = codec
@@ -298,4 +296,3 @@ class VariantMessageBatches:
         totals.segments += sum(columns[11])
         totals.segments_before += sum(before)
         return columns, rows
-
