@@ -143,7 +143,7 @@ class VariantAssigner:
     every hash lands in exactly one interval.
     """
 
-    __slots__ = ("_bounds", "_key")
+    __slots__ = ("_base", "_bounds", "_key")
 
     def __init__(self, seed: str, weights: Sequence[float]) -> None:
         if not weights or any(not (w > 0 and math.isfinite(w)) for w in weights):
@@ -162,18 +162,16 @@ class VariantAssigner:
             bounds.append(min(_SPACE, round(running / total * _SPACE)))
         bounds.append(_SPACE)
         self._bounds = tuple(bounds)
+        # Copying a keyed state skips the key block each hash would otherwise compress again.
+        self._base = hashlib.blake2b(key=self._key, digest_size=8)
 
     def variant_of(self, recipient: int) -> int:
-        digest = hashlib.blake2b(recipient.to_bytes(8, "little"), key=self._key, digest_size=8).digest()
-        return bisect.bisect_right(self._bounds, int.from_bytes(digest, "little"))
+        hasher = self._base.copy()
+        hasher.update(recipient.to_bytes(8, "little"))
+        return bisect.bisect_right(self._bounds, int.from_bytes(hasher.digest(), "little"))
 
     def variants_of(self, first: int, count: int) -> list[int]:
-        key, bounds, find = self._key, self._bounds, bisect.bisect_right
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-        return [
-            find(bounds, from_bytes(blake2b(r.to_bytes(8, "little"), key=key, digest_size=8).digest(), "little"))
-            for r in range(first, first + count)
-        ]
+        return [self.variant_of(r) for r in range(first, first + count)]
 
 
 def link_slots(variants: Sequence[Variant]) -> int:
