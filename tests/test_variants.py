@@ -456,3 +456,35 @@ def test_report_page_refuses_wrong_credentials(world: dict[str, Any], clicked: d
     assert client.get("/reports/campaigns/../../etc?exp=1&sig=x").status_code == 404
     bad_ttl = client.get(f"/api/v1/campaigns/{campaign}/report-link?ttl=5", headers=world["headers"])
     assert bad_ttl.status_code == 400 and bad_ttl.json()["error"]["code"] == "invalid_parameter"
+
+
+def test_webhook_link_is_the_recipients_variants(redis_url: str) -> None:
+    from shortcore import routing
+    from shortcore.webhooks import WebhookService
+
+    async def run() -> None:
+        redis = connect(redis_url)
+        seed = new_seed()
+        routes = (
+            VariantRoute("A", 1, ("https://shop.example/a",)),
+            VariantRoute("B", 1, ("https://shop.example/b", "https://shop.example/s")),
+        )
+        campaign = await routing.register_campaign(
+            redis,
+            id="cmp_" + seed[:16],
+            account="acc",
+            domain="ul.example",
+            recipients=50,
+            destinations=routes[0].destinations,
+            variants=routes,
+            variant_seed=seed,
+        )
+        service = WebhookService(redis, None)
+        for r in range(50):
+            variant = campaign.variant_of(r)
+            assert await service._link_url(campaign.id, 0, r) == routes[variant].destinations[0]
+            expected = None if variant == 0 else "https://shop.example/s"
+            assert await service._link_url(campaign.id, 1, r) == expected
+        await redis.aclose()
+
+    asyncio.run(run())
