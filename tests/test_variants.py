@@ -220,7 +220,7 @@ def test_create_with_variants(world: dict[str, Any]) -> None:
     assert sum(v["messages"] for v in created["variants"]) == created["messages"] == 60
     rows = _messages(world, created)
     campaign = world["client"].get(f"/api/v1/campaigns/{created['id']}", headers=world["headers"]).json()
-    assert [v["name"] for v in campaign["variants"]] == ["A", "B"]
+    assert [v["name"] for v in campaign["variants"]] == ["A", "B"] and campaign["links"] == 2
     codec = TokenCodec(SECRET.encode())
     seqs = [[codec.decode(url.rsplit("/", 1)[1]) for url in row["links"]] for row in rows]
     start = seqs[0][0]
@@ -237,6 +237,15 @@ def test_create_with_variants(world: dict[str, Any]) -> None:
     assert dict(assigned) == {v["name"]: v["messages"] for v in created["variants"]}
     csv_rows = world["client"].get(created["messages_url"] + "?format=csv", headers=world["headers"]).text
     assert csv_rows.splitlines()[0].endswith(",links,variant")
+
+
+def test_transactional_message_with_variants(world: dict[str, Any]) -> None:
+    response = world["client"].post(
+        "/api/v1/messages", json={"to": "+4915123000999", "variants": VARIANTS}, headers=world["headers"]
+    )
+    assert response.status_code == 201, response.text
+    row = response.json()
+    assert row["variant"] in ("A", "B") and len(row["links"]) == (1 if row["variant"] == "A" else 2)
 
 
 def test_create_with_variants_from_a_csv_upload(world: dict[str, Any]) -> None:

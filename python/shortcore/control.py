@@ -641,7 +641,7 @@ def _campaign_json(campaign: routing.Campaign) -> dict[str, Any]:
         "id": campaign.id,
         "domain": campaign.domain,
         "recipients": campaign.recipients,
-        "links": len(campaign.destinations),
+        "links": campaign.n_links,
         "destinations": list(campaign.destinations),
         "utm": dict(campaign.utm),
         "click_param": campaign.click_param,

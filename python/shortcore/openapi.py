@@ -291,7 +291,8 @@ def openapi_document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["to", "text"],
+                                    "required": ["to"],
+                                    "oneOf": _TEXT_OR_VARIANTS,
                                     "properties": {
                                         "to": {"type": "string", "description": "The recipient's phone number"},
                                         "id": {"type": ["string", "integer"]},
