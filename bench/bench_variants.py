@@ -6,6 +6,11 @@
                                  2 links): decode, route, variant hash, classify, event, 302
 ``variants.plain_redirect_rps``  the same server and run length on a campaign of one 2-link text
 ``variants.redirect_ratio``      variant / plain (each the best of three runs, alternating order)
+``variants.handler_per_s``       the same tokens through ``handle_redirect`` called in-process (64
+                                 in flight, events to Valkey, no HTTP server or wrk): the edge's own
+                                 work, far less noisy than wrk on this shared machine
+``variants.plain_handler_per_s`` the same for the one-text campaign; ``variants.handler_ratio``
+                                 (each the best of eight batches of 2,000, alternating)
 ``variants.render_per_s``        messages rendered per second by ``VariantMessageBatches``
                                  (assignment, tokens, two templates), 20,000 a batch
 ``variants.plain_render_per_s``  ``MessageBatches`` rendering the same recipients with one text
@@ -24,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_edge import LOAD_CPU, SECRET, _free_port, _server, _stop, _wrk, _wrk_script  # noqa: E402
+from bench_edge import LOAD_CPU, SECRET, UA, _free_port, _server, _stop, _wrk, _wrk_script  # noqa: E402
 
 from common import rate, require_release_build  # noqa: E402
 
@@ -73,6 +78,40 @@ async def _setup(url: str) -> tuple[list[str], list[str]]:
     return plain_paths, ab_paths
 
 
+async def _handler_rates(url: str, data_dir: Path, plain: list[str], ab: list[str]) -> tuple[float, float]:
+    from shortcore.config import Settings
+    from shortcore.edge import EdgeApp, handle_redirect
+
+    headers = [(b"user-agent", UA.encode()), (b"accept", b"text/html"), (b"accept-language", b"en-GB")]
+    app = EdgeApp(Settings(data_dir=data_dir, redis_url=url, secret=SECRET))
+    async with app.running() as state:
+
+        async def send(message: dict[str, object]) -> None:
+            return None
+
+        async def batch(paths: list[str], n: int = 2000) -> float:
+            slots = asyncio.Semaphore(64)
+
+            async def one(path: str) -> None:
+                scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+                         "client": ("203.0.113.5", 4321), "headers": headers}  # fmt: skip
+                async with slots:
+                    await handle_redirect(state, scope, send)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(one(paths[i % len(paths)]) for i in range(n)))
+            return n / (time.perf_counter() - started)
+
+        await batch(plain)
+        await batch(ab)
+        best = {"plain": 0.0, "ab": 0.0}
+        for i in range(8):
+            order = (("plain", plain), ("ab", ab)) if i % 2 == 0 else (("ab", ab), ("plain", plain))
+            for name, paths in order:
+                best[name] = max(best[name], await batch(paths))
+    return best["plain"], best["ab"]
+
+
 def _render(quick: bool) -> dict[str, float]:
     from shortcore.campaigns import CampaignRange, MessageBatches, prepare_template
     from shortcore.recipients import Recipient
@@ -103,6 +142,9 @@ def run(quick: bool) -> dict[str, float]:
             assert store._process is not None
             os.sched_setaffinity(store._process.pid, {int(LOAD_CPU)})
             plain_paths, ab_paths = asyncio.run(_setup(store.url))
+            plain_handler, ab_handler = asyncio.run(
+                _handler_rates(store.url, directory / "data", plain_paths, ab_paths)
+            )
             (directory / "plain").mkdir()
             (directory / "ab").mkdir()
             plain_script = _wrk_script(directory / "plain", plain_paths)
@@ -129,6 +171,9 @@ def run(quick: bool) -> dict[str, float]:
                             ab = max(ab, rps)
             finally:
                 _stop(process)
+    figures["variants.plain_handler_per_s"] = plain_handler
+    figures["variants.handler_per_s"] = ab_handler
+    figures["variants.handler_ratio"] = ab_handler / plain_handler
     figures["variants.plain_redirect_rps"] = plain
     figures["variants.redirect_rps"] = ab
     figures["variants.redirect_ratio"] = ab / plain
