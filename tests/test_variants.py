@@ -360,15 +360,28 @@ def clicked(world: dict[str, Any], redis_url: str) -> dict[str, Any]:
     # A: 3 recipients click (one twice); B: 6 recipients click, two of them both links.
     plan = [(a[0], 0), (a[0], 0), (a[1], 0), (a[2], 0)]
     plan += [(r, 0) for r in b[:6]] + [(b[0], 1), (b[1], 1)]
-    asyncio.run(_clicks(world, rows, plan))
-    stats: dict[str, Any] = {}
-    deadline = time.monotonic() + 30
+    locations = asyncio.run(_clicks(world, rows, plan))
     url = f"/api/v1/campaigns/{created['id']}/stats"
-    while time.monotonic() < deadline:
-        stats = world["client"].get(url, headers=world["headers"]).json()
-        if stats.get("human_clicks") == len(plan):
-            break
-        time.sleep(0.1)
+
+    def stats_when(done: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while True:
+            stats: dict[str, Any] = world["client"].get(url, headers=world["headers"]).json()
+            if done(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.1)
+
+    stats_when(lambda s: s.get("human_clicks") == len(plan))
+    # Two orders of one B clicker (the click id from the redirect), one of them sent twice.
+    click_id = parse_qs(urlsplit(locations[4]).query)["sc_click"][0]
+    for order, value in (("ab-1", 20.0), ("ab-2", 5.5), ("ab-2", 5.5)):
+        response = world["client"].post(
+            "/api/v1/conversions",
+            json={"click_id": click_id, "value": value, "currency": "EUR", "order_id": order},
+            headers=world["headers"],
+        )
+        assert response.status_code in (200, 202), response.text
+    stats = stats_when(lambda s: s.get("conversions") == 2)
     return {"created": created, "rows": rows, "stats": stats, "a": a, "b": b}
 
 
@@ -383,6 +396,9 @@ def test_stats_per_variant_after_real_clicks(clicked: dict[str, Any]) -> None:
     assert a["click_through_rate"] == round(3 / a["messages"], 6)
     assert b["click_through_rate"] == round(6 / b["messages"], 6)
     assert [link["human_clicks"] for link in b["links"]] == [6, 2]
+    assert (a["conversions"], a["conversion_value"], a["conversion_rate"]) == (0, 0.0, 0.0)
+    assert (b["conversions"], b["conversion_value"]) == (2, 25.5)
+    assert b["conversion_rate"] == round(2 / 6, 6)
     assert b["links"][1]["destination"] == "https://www.shop.example/s"
     assert a["vs_control"] is None
     expected = compare(3, a["messages"], 6, b["messages"])
