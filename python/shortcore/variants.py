@@ -236,6 +236,8 @@ class VariantMessageBatches:
         self._codec = codec
         self._campaign = campaign
         self._slots = link_slots(variants)
+        self._names = [v.name for v in self._variants]
+        self._segments_before = [v.template.original_size.segments for v in self._variants]
         self.totals = MessageTotals()
         self.per_variant = [0] * len(self._variants)
         self._next_index = 0
@@ -261,8 +263,8 @@ class VariantMessageBatches:
                 rendered[p] = message
             self.per_variant[variant] += len(where)
         done = [m for m in rendered if m is not None]
-        names = [self._variants[v].name for v in assigned]
-        before = [self._variants[v].template.original_size.segments for v in assigned]
+        names = [self._names[v] for v in assigned]
+        before = [self._segments_before[v] for v in assigned]
         now = dt.datetime.now(dt.UTC)
         columns: list[list[Any]] = [
             [campaign.campaign_id] * n,
