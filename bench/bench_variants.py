@@ -17,6 +17,11 @@
                                  (200,000 full)
 ``variants.plain_create_per_s``  the same server and list with one 2-link text; best of two runs
                                  each, alternating; ``variants.create_ratio``
+``variants.stats_s``             seconds for ``GET …/stats`` figures (``campaign_stats``) of a
+                                 campaign of 1,000,000 messages (200,000 quick) and 50,000 clicks in
+                                 chDB, with two variants (joined to the messages for the variant);
+                                 best of three, after one warm-up
+``variants.plain_stats_s``       the same campaign without variants; ``variants.stats_ratio``
 ``variants.render_per_s``        messages rendered per second by ``VariantMessageBatches``
                                  (assignment, tokens, two templates), 20,000 a batch
 ``variants.plain_render_per_s``  ``MessageBatches`` rendering the same recipients with one text
@@ -197,6 +202,57 @@ def _create_rates(redis_url: str, workdir: Path, rows: int) -> tuple[float, floa
     return best["plain"], best["ab"]
 
 
+def _stats_seconds(messages: int) -> tuple[float, float]:
+    """In a chDB directory of its own: best seconds of the stats of a campaign of one text and of
+    the same campaign with two variants. Runs in a child process (chDB: one directory a process)."""
+    import datetime as dt
+
+    import orjson
+
+    from shortcore.analytics import DATABASE, connect, migrate
+    from shortcore.stats import campaign_stats
+
+    with tempfile.TemporaryDirectory(prefix="sc-bench-stats-") as tmp:
+        client = connect(f"chdb://{tmp}/clickhouse")
+        migrate(client)
+        columns = ["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
+                   "utm", "click_param", "sent_at", "expires_at", "created_at", "version", "variants"]  # fmt: skip
+        plan = {
+            "seed": "00",
+            "variants": [
+                {"name": n, "weight": 1, "text": "t", "destinations": [f"https://{n}.example"]} for n in ("A", "B")
+            ],
+        }
+        now = dt.datetime.now(dt.UTC)
+        for campaign, variants in (("cmp_plain", ""), ("cmp_ab", orjson.dumps(plan).decode())):
+            row = [campaign, "acc", campaign, "t", "ul.example", 0, messages, 1, ["https://a.example"], {}, True,
+                   None, None, now, 1, variants]  # fmt: skip
+            client.insert(f"{DATABASE}.campaigns", [row], column_names=columns)
+            variant = "if(number % 2 = 0, 'A', 'B')" if variants else "''"
+            client.command(
+                f"INSERT INTO {DATABASE}.messages (campaign_id, account, recipient_index, phone, text, created_at, "
+                f"variant) SELECT '{campaign}', 'acc', number, toString(number), 't', now64(3), {variant} "
+                f"FROM numbers({messages})"
+            )
+            client.command(
+                f"INSERT INTO {DATABASE}.events (event_id, time, type, outcome, account, campaign_id, "
+                "recipient_index, link_index, class, reason) SELECT generateUUIDv4(), now64(3) - number, 'click', "
+                f"'ok', 'acc', '{campaign}', (number * 7919) % {messages}, 0, "
+                "if(number % 5 = 0, 'bot', 'human'), 'x' FROM numbers(50000)"
+            )
+        best = {}
+        for campaign in ("cmp_plain", "cmp_ab"):
+            campaign_stats(client, campaign)
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                campaign_stats(client, campaign)
+                times.append(time.perf_counter() - started)
+            best[campaign] = min(times)
+        client.close()
+    return best["cmp_plain"], best["cmp_ab"]
+
+
 def run(quick: bool) -> dict[str, float]:
     from shortcore.store import EmbeddedStore
 
@@ -243,6 +299,17 @@ def run(quick: bool) -> dict[str, float]:
     figures["variants.handler_ratio"] = ab_handler / plain_handler
     with tempfile.TemporaryDirectory(prefix="sc-bench-variants-") as tmp, EmbeddedStore(Path(tmp) / "redis") as store:
         plain_create, ab_create = _create_rates(store.url, Path(tmp), 50_000 if quick else 200_000)
+    out = subprocess.run(
+        [sys.executable, __file__, "--stats", str(200_000 if quick else 1_000_000)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    plain_stats, ab_stats = (float(x) for x in out.split())
+    figures["variants.plain_stats_s"] = plain_stats
+    figures["variants.stats_s"] = ab_stats
+    figures["variants.stats_ratio"] = ab_stats / plain_stats
     figures["variants.plain_create_per_s"] = plain_create
     figures["variants.create_per_s"] = ab_create
     figures["variants.create_ratio"] = ab_create / plain_create
@@ -255,4 +322,7 @@ def run(quick: bool) -> dict[str, float]:
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run("--quick" in sys.argv), indent=2))
+    if "--stats" in sys.argv:
+        print(*_stats_seconds(int(sys.argv[sys.argv.index("--stats") + 1])))
+    else:
+        print(json.dumps(run("--quick" in sys.argv), indent=2))

@@ -233,13 +233,17 @@ def _slot_destinations(plan: dict[str, Any]) -> dict[int, dict[str, str]]:
     return dict(sorted(slots.items()))
 
 
-# Each event's variant comes from its recipient's message row: the edge does not write it.
-_WITH_VARIANT: Final = f"""
-    INNER JOIN (
-        SELECT toInt64(recipient_index) AS recipient_index, variant FROM {DATABASE}.messages FINAL
-        WHERE campaign_id = %(c)s
-    ) AS m ON e.recipient_index = m.recipient_index
-"""
+def _with_variant(events: str) -> str:
+    """Events (a subquery with ``recipient_index``) with their recipient's variant. The edge does
+    not write the variant; the message row has it. Messages stream on the left, so the hash table
+    is built from the events, usually far fewer than the messages."""
+    return f"""
+        FROM (
+            SELECT toInt64(recipient_index) AS recipient_index, variant FROM {DATABASE}.messages FINAL
+            WHERE campaign_id = %(c)s
+        ) AS m
+        INNER JOIN ({events}) AS e ON m.recipient_index = e.recipient_index
+    """
 
 
 def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | None) -> dict[str, Any]:
@@ -255,12 +259,10 @@ def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | Non
             parameters=params,
         ).result_rows
     }
-    clicks = f"""
-        FROM (
-            SELECT recipient_index, link_index, class FROM {DATABASE}.events FINAL
-            WHERE campaign_id = %(c)s AND type = 'click' AND recipient_index >= 0
-        ) AS e {_WITH_VARIANT}
-    """
+    clicks = _with_variant(
+        f"SELECT recipient_index, link_index, class FROM {DATABASE}.events FINAL "
+        "WHERE campaign_id = %(c)s AND type = 'click' AND recipient_index >= 0"
+    )
     figures = "countIf(e.class = 'human'), uniqExactIf(e.recipient_index, e.class = 'human'), " + (
         "uniqExactIf(e.recipient_index, e.class = 'preview'), countIf(e.class = 'bot')"
     )
@@ -280,12 +282,15 @@ def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | Non
         (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
         for row in client.query(
             f"""
-            SELECT m.variant, e.view_through, count(), sum(e.value) FROM (
-                SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through,
-                    any(value) AS value
-                FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s AND type = 'conversion'
-                GROUP BY if(order_id != '', order_id, toString(event_id))
-            ) AS e {_WITH_VARIANT}
+            SELECT m.variant, e.view_through, count(), sum(e.value)
+            {
+                _with_variant(
+                    "SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through, "
+                    f"any(value) AS value FROM {DATABASE}.events FINAL "
+                    "WHERE campaign_id = %(c)s AND type = 'conversion' "
+                    "GROUP BY if(order_id != '', order_id, toString(event_id))"
+                )
+            }
             GROUP BY m.variant, e.view_through
             """,
             parameters=params,
