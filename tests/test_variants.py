@@ -445,6 +445,10 @@ def test_report_page_with_a_key_and_with_a_signed_link(world: dict[str, Any], cl
     path = link["url"].split("://", 1)[1].split("/", 1)[1]
     signed = client.get("/" + path)
     assert signed.status_code == 200 and "A (control)" in signed.text
+    assert signed.headers["referrer-policy"] == "no-referrer" and signed.headers["cache-control"] == "no-store"
+    # A link whose expiry was pushed out by hand no longer matches its signature.
+    later = re.sub(r"exp=(\d+)", lambda m: f"exp={int(m.group(1)) + 86_400}", path)
+    assert later != path and client.get("/" + later).status_code == 401
 
 
 def test_report_page_refuses_wrong_credentials(world: dict[str, Any], clicked: dict[str, Any], redis_url: str) -> None:
