@@ -468,6 +468,8 @@ def test_report_page_refuses_wrong_credentials(world: dict[str, Any], clicked: d
         f"/api/v1/campaigns/{theirs}/report-link", headers={"Authorization": f"Bearer {other}"}
     ).json()["url"]
     query = their_link.split("?", 1)[1]
+    own = client.get(f"/reports/campaigns/{theirs}?{query}")  # a campaign of one text: no A/B section
+    assert own.status_code == 200 and "<h2>Links</h2>" in own.text and "A/B test" not in own.text
     assert client.get(f"/reports/campaigns/{campaign}?{query}").status_code == 401
     assert (
         client.get(
