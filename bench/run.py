@@ -33,7 +33,9 @@ REQUIRED_KEYS = (
     "sink.events_per_s", "redis.bytes_per_link", "webhooks.deliveries_per_s",
 )  # fmt: skip
 
-MODULES = ["bench_tokens", "bench_classify", "bench_campaign", "bench_sink", "bench_webhooks", "bench_edge"]
+MODULES = [
+    "bench_tokens", "bench_classify", "bench_campaign", "bench_sink", "bench_webhooks", "bench_variants", "bench_edge",
+]  # fmt: skip
 
 
 def main() -> int:

@@ -230,6 +230,8 @@ def test_docs_query(world: dict[str, Any], chdb_client: Client, title: str, quer
         assert (named[0]["messages"], named[0]["viewed"], named[0]["clicked"], named[0]["converted"]) == (6, 2, 3, 1)
     if title.startswith("7."):
         assert [r["phone"] for r in named] == ["+4915123456002"]
+    if title.startswith("15."):  # a campaign of one text: one row, variant ''
+        assert [(r["variant"], r["messages"], r["unique_clickers"]) for r in named] == [("", 6, 3)]
     if title.startswith("12."):
         assert named[0]["reason"] == "bot:sibling-burst" and named[0]["events"] == 2
 

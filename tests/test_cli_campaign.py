@@ -102,3 +102,29 @@ def test_errors_are_clear(server: str, api_key: str, tmp_path: Path) -> None:
     down = shortcore("campaign", "create", "--text", TEXT, "--recipients", str(recipients),
                      "--api-url", f"http://127.0.0.1:{_free_port()}", key=api_key)  # fmt: skip
     assert down.returncode == 1 and "no shortcore server" in down.stderr
+
+
+def test_create_with_variants(server: str, api_key: str, tmp_path: Path) -> None:
+    recipients = tmp_path / "list.csv"
+    recipients.write_text("phone\n" + "".join(f"0151{i:08d}\n" for i in range(200)))
+    out = tmp_path / "messages.jsonl"
+    result = shortcore(
+        "campaign", "create", "--variant", "A=Sale: https://shop.example/a", "--variant",
+        "B:3=Sale, 20% off: https://shop.example/b", "--recipients", str(recipients), "--out", str(out),
+        "--api-url", server, key=api_key,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    counts = {name: sum(row["variant"] == name for row in rows) for name in ("A", "B")}
+    assert f"variant     A: {counts['A']} messages (weight 1)" in result.stdout
+    assert f"variant     B: {counts['B']} messages (weight 3)" in result.stdout
+    assert counts["B"] > counts["A"] and counts["A"] + counts["B"] == 200
+    both = shortcore("campaign", "create", "--text", TEXT, "--variant", "A=x", "--recipients", str(recipients),
+                     "--api-url", server, key=api_key)  # fmt: skip
+    assert both.returncode == 2 and "--variant" in both.stderr
+    bad = shortcore("campaign", "create", "--variant", "A:x=https://a.example", "--variant", "B=https://b.example",
+                    "--recipients", str(recipients), "--api-url", server, key=api_key)  # fmt: skip
+    assert bad.returncode == 2 and "not a number" in bad.stderr
+    one = shortcore("campaign", "create", "--variant", "A=https://a.example", "--recipients", str(recipients),
+                    "--api-url", server, key=api_key)  # fmt: skip
+    assert one.returncode == 1 and "2 to 26" in one.stderr and "Traceback" not in one.stderr

@@ -78,7 +78,7 @@ def test_create_campaign_and_read_messages(app_client: TestClient, key: str) -> 
     # Recipient r's link l is seq_start + r * links + l: the edge routes a token from that alone.
     assert seqs == list(range(seqs[0], seqs[0] + 4))
     csv_rows = app_client.get(created["messages_url"] + "?format=csv", headers=auth(key)).text.splitlines()
-    assert csv_rows[0] == "phone,id,text,encoding,characters,segments,segments_before,links"
+    assert csv_rows[0] == "phone,id,text,encoding,characters,segments,segments_before,links,variant"
     assert len(csv_rows) == 3
     listed = app_client.get("/api/v1/campaigns", headers=auth(key)).json()["campaigns"]
     assert created["id"] in [c["id"] for c in listed]
@@ -236,7 +236,7 @@ def test_openapi_is_valid_and_matches_the_routes(app_client: TestClient) -> None
     served = {
         (route.path, method)
         for route in control_routes()
-        if isinstance(route, Route) and route.path.startswith("/api/")
+        if isinstance(route, Route) and route.path.startswith(("/api/", "/reports/"))
         for method in (route.methods or set()) - {"HEAD"}
     }
     assert documented == served

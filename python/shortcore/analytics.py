@@ -180,6 +180,16 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             f"INSERT INTO {DATABASE}.messages_by_phone SELECT {MESSAGES_BY_PHONE_SELECT} FROM {DATABASE}.messages",
         ),
     ),
+    # A/B variants (shortcore.variants): each message's variant, and the campaign's variants as
+    # JSON (names, weights, texts, destinations, the assignment seed). '' = a campaign of one text.
+    Migration(
+        3,
+        "variants",
+        (
+            f"ALTER TABLE {DATABASE}.messages ADD COLUMN IF NOT EXISTS variant LowCardinality(String) DEFAULT ''",
+            f"ALTER TABLE {DATABASE}.campaigns ADD COLUMN IF NOT EXISTS variants String DEFAULT ''",
+        ),
+    ),
 )
 
 

@@ -41,9 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a campaign from a message text and a CSV of recipients",
         description="Uploads FILE.csv (a header row with a 'phone' column, optional 'id' and custom columns) "
         "to the control API of a running `shortcore serve`, creates the campaign and, with --out, writes "
-        "one JSON line per recipient: phone, personalised text, encoding, segments and short links.",
+        "one JSON line per recipient: phone, personalised text, encoding, segments and short links. "
+        "For an A/B test, give two or more --variant instead of --text: each recipient gets one variant, "
+        "drawn by weight (default 1); the first is the control.",
     )
-    create.add_argument("--text", required=True, help="the message text, with the links to shorten")
+    create.add_argument("--text", help="the message text, with the links to shorten")
+    create.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[:WEIGHT]=TEXT",
+        help="an A/B variant instead of --text (repeat, 2 to 26; the first is the control), e.g. B:2='20%% off: URL'",
+    )
     create.add_argument("--recipients", required=True, type=Path, metavar="FILE.csv", help="the recipients")
     create.add_argument("--out", type=Path, metavar="FILE.jsonl", help="write the personalised messages here")
     create.add_argument("--name", default="", help="the campaign's name")
@@ -241,7 +250,7 @@ def _campaign_create(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from shortcore.client import Api, ClientError, create_campaign, summary_lines
+    from shortcore.client import Api, ClientError, create_campaign, dumps, summary_lines
 
     if not args.api_key:
         print("shortcore campaign create: give --api-key or set SHORTCORE_API_KEY", file=sys.stderr)
@@ -249,7 +258,16 @@ def _campaign_create(args: argparse.Namespace) -> int:
     if not args.recipients.is_file():
         print(f"shortcore campaign create: no such file: {args.recipients}", file=sys.stderr)
         return 2
-    fields = {"text": args.text, "name": args.name, "scheme": args.scheme}
+    if (args.text is None) == (not args.variant):
+        print("shortcore campaign create: give --text, or two or more --variant", file=sys.stderr)
+        return 2
+    try:
+        variants = [_variant_option(value) for value in args.variant]
+    except ValueError as error:
+        print(f"shortcore campaign create: {error}", file=sys.stderr)
+        return 2
+    fields = {"name": args.name, "scheme": args.scheme}
+    fields |= {"text": args.text} if args.text is not None else {"variants": dumps(variants)}
     fields |= {"only_last": "true"} if args.only_last else {}
     fields |= {"utm": "true"} if args.utm else {}
     fields |= {"domain": args.domain} if args.domain else {}
@@ -285,6 +303,21 @@ def _campaign_create(args: argparse.Namespace) -> int:
     if args.out:
         print(f"messages    {args.out}")
     return 0
+
+
+def _variant_option(value: str) -> dict[str, Any]:
+    """``NAME[:WEIGHT]=TEXT`` → ``{"name", "weight", "text"}``; the server checks the rest."""
+    head, sep, text = value.partition("=")
+    name, colon, weight = head.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"--variant {value[:40]!r} must be NAME=TEXT or NAME:WEIGHT=TEXT")
+    variant: dict[str, Any] = {"name": name.strip(), "text": text}
+    if colon:
+        try:
+            variant["weight"] = float(weight)
+        except ValueError:
+            raise ValueError(f"--variant {name.strip()}: the weight {weight!r} is not a number") from None
+    return variant
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -128,6 +128,8 @@ def summary_lines(created: dict[str, Any]) -> list[str]:
         f"duplicates  {created['duplicates']:,}",
         f"segments    {segments['total']:,} ({change:+,} from shortening; {segments['without_shortening']:,} without)",
     ]
+    for variant in created.get("variants", []):
+        lines.append(f"variant     {variant['name']}: {variant['messages']:,} messages (weight {variant['weight']:g})")
     for kind in ("invalid", "duplicates"):
         for row in created["errors"][kind][:5]:
             lines.append(f"  line {row['line']}: {row['value']!r} {row['reason']}")

@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from shortcore import accounts, conversions, routing, webhooks
+from shortcore import accounts, conversions, reports, routing, webhooks
 from shortcore.accounts import Account
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.campaigns import (
@@ -70,6 +70,14 @@ from shortcore.stats import (
 )
 from shortcore.store import AnyRedis
 from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
+from shortcore.variants import (
+    VARIANT_MESSAGE_COLUMNS,
+    VariantError,
+    VariantMessageBatches,
+    VariantPlan,
+    VariantSpec,
+    parse_variants,
+)
 from shortcore.webhooks import WebhookService, WebhookSettings
 
 RENDER_BATCH: Final = 20_000
@@ -331,6 +339,7 @@ class _CampaignRequest:
     default_region: str | None
     recipients_json: list[Any] | None
     recipients_csv: UploadFile | None
+    variants: list[VariantSpec] | None = None
 
 
 def _campaign_request(data: Mapping[str, Any], upload: UploadFile | None) -> _CampaignRequest:
@@ -356,7 +365,20 @@ def _campaign_request(data: Mapping[str, Any], upload: UploadFile | None) -> _Ca
         default_region=_opt(data, "default_region", str),
         recipients_json=recipients if upload is None else None,
         recipients_csv=upload,
+        variants=_variants(data),
     )
+
+
+def _variants(data: Mapping[str, Any]) -> list[VariantSpec] | None:
+    """``variants`` replaces ``text``: the first variant is the control (see shortcore.variants)."""
+    if data.get("variants") is None:
+        return None
+    if data.get("text") not in (None, ""):
+        raise ApiError(422, "invalid_field", "give either 'text' or 'variants' (the first variant is the control)")
+    try:
+        return parse_variants(data["variants"])
+    except VariantError as error:
+        raise ApiError(422, "invalid_variants", str(error)) from None
 
 
 _BOOLEAN_FORM = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -441,8 +463,13 @@ async def _create_campaign(
     """Creates a campaign; returns the creation summary and the first recipient's message row."""
     try:
         spec = _campaign_request(data, upload)
-        template = prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
+        plan = VariantPlan.prepare(spec.variants, spec.scheme, spec.only_last) if spec.variants else None
+        template = (
+            plan.control.template if plan else prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
+        )
         normalizer = PhoneNormalizer(spec.default_region or account.default_region)
+    except VariantError as error:
+        raise ApiError(422, "invalid_variants", str(error)) from None
     except (CampaignError, ValueError) as error:
         raise ApiError(422, "invalid_field", str(error)) from None
     domain = await _domain_for(state, account, spec.domain)
@@ -464,7 +491,7 @@ async def _create_campaign(
                 "no valid recipient in the list",
                 invalid=rejection_report(summary.invalid[:REPORTED_REJECTIONS]),
             )
-        links = len(template.destinations)
+        links = plan.slots if plan else len(template.destinations)
         try:
             seq_start = await routing.allocate_seqs(state.redis, summary.recipients * links)
         except RoutingError as error:
@@ -473,14 +500,15 @@ async def _create_campaign(
             raise ApiError(507, "token_space_exhausted", f"{domain.token_length}-character tokens are used up")
         sent_at = dt.datetime.fromtimestamp(spec.sent_at, dt.UTC) if spec.sent_at else None
         where = CampaignRange(campaign_id, account.id, domain.base_url, seq_start, sent_at)
-        batches = MessageBatches(template, codec, where)
+        batches = plan.batches(codec, where) if plan else MessageBatches(template, codec, where)
+        message_columns = VARIANT_MESSAGE_COLUMNS if plan else MESSAGE_COLUMNS
         first_rows: list[dict[str, Any]] = []
 
         def store_messages(client: Client) -> None:
             for recipients in spool.batches(RENDER_BATCH):
                 columns, rows = batches.render(recipients, with_rows=not first_rows)
                 first_rows.extend(rows[:1])
-                client.insert(f"{DATABASE}.messages", columns, column_names=MESSAGE_COLUMNS, column_oriented=True)
+                client.insert(f"{DATABASE}.messages", columns, column_names=message_columns, column_oriented=True)
             client.insert(
                 f"{DATABASE}.campaigns",
                 [
@@ -493,6 +521,8 @@ async def _create_campaign(
                         seq_start,
                         summary.recipients,
                         template.destinations,
+                        plan.json() if plan else "",
+                        links,
                     )
                 ],
                 column_names=CAMPAIGN_COLUMNS,
@@ -513,6 +543,8 @@ async def _create_campaign(
                 expires_at=spec.expires_at,
                 token_length=domain.token_length,
                 seq_start=seq_start,
+                variants=plan.routes() if plan else (),
+                variant_seed=plan.seed if plan else "",
             )
         except BaseException:
             await state.analytics.run(_delete_campaign_rows, campaign_id)
@@ -545,6 +577,8 @@ async def _create_campaign(
         },
         "messages_url": f"/api/v1/campaigns/{campaign_id}/messages",
     }
+    if plan is not None and isinstance(batches, VariantMessageBatches):
+        created["variants"] = plan.summary(batches)
     return created, (first_rows[0] if first_rows else None)
 
 
@@ -555,7 +589,7 @@ def _csv_lines(upload: UploadFile) -> io.TextIOWrapper:
 
 CAMPAIGN_COLUMNS: Final = (
     "id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations", "utm",
-    "click_param", "sent_at", "expires_at", "created_at", "version",
+    "click_param", "sent_at", "expires_at", "created_at", "version", "variants",
 )  # fmt: skip
 
 
@@ -568,6 +602,8 @@ def _campaign_row(
     seq_start: int,
     recipients: int,
     destinations: list[str],
+    variants: str,
+    links: int,
 ) -> list[Any]:
     now = dt.datetime.now(dt.UTC)
 
@@ -575,8 +611,9 @@ def _campaign_row(
         return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds is not None else None
 
     return [
-        campaign_id, account, spec.name, text, host, seq_start, recipients, len(destinations), destinations,
+        campaign_id, account, spec.name, text, host, seq_start, recipients, links, destinations,
         spec.utm or {}, spec.click_param, when(spec.sent_at), when(spec.expires_at), now, int(now.timestamp() * 1000),
+        variants,
     ]  # fmt: skip
 
 
@@ -605,12 +642,15 @@ def _campaign_json(campaign: routing.Campaign) -> dict[str, Any]:
         "id": campaign.id,
         "domain": campaign.domain,
         "recipients": campaign.recipients,
-        "links": len(campaign.destinations),
+        "links": campaign.n_links,
         "destinations": list(campaign.destinations),
         "utm": dict(campaign.utm),
         "click_param": campaign.click_param,
         "sent_at": campaign.sent_at,
         "expires_at": campaign.expires_at,
+        "variants": [
+            {"name": v.name, "weight": v.weight, "destinations": list(v.destinations)} for v in campaign.variants
+        ],
     }
 
 
@@ -633,7 +673,9 @@ async def list_campaigns(request: Request) -> Response:
     return JSONResponse({"campaigns": await _state(request).analytics.run(query)})
 
 
-MESSAGE_FIELDS: Final = ("phone", "id", "text", "encoding", "characters", "segments", "segments_before", "links")
+MESSAGE_FIELDS: Final = (
+    "phone", "id", "text", "encoding", "characters", "segments", "segments_before", "links", "variant",
+)  # fmt: skip
 
 
 async def campaign_messages(request: Request) -> Response:
@@ -668,10 +710,12 @@ async def campaign_messages(request: Request) -> Response:
 
 # Must match MESSAGE_FIELDS, in order.
 MESSAGES_JSON_COLUMNS: Final = (
-    "phone, nullIf(recipient_id, '') AS id, text, encoding, characters, segments, segments_before, short_urls AS links"
+    "phone, nullIf(recipient_id, '') AS id, text, encoding, characters, segments, segments_before, "
+    "short_urls AS links, nullIf(variant, '') AS variant"
 )
 MESSAGES_CSV_COLUMNS: Final = (
-    "phone, recipient_id, text, encoding, characters, segments, segments_before, arrayStringConcat(short_urls, ' ')"
+    "phone, recipient_id, text, encoding, characters, segments, segments_before, arrayStringConcat(short_urls, ' '), "
+    "variant"
 )
 
 
@@ -905,6 +949,63 @@ async def campaign_stats_route(request: Request) -> Response:
     return JSONResponse(stats, headers={"cache-control": "no-store"})
 
 
+async def report_link(request: Request) -> Response:
+    """A signed, expiring URL of the campaign's report page, to open in a browser or share."""
+    account = await _account(request)
+    campaign = await _owned_campaign(request, account)
+    raw_ttl = request.query_params.get("ttl", str(reports.DEFAULT_TTL))
+    if not raw_ttl.isdigit() or not reports.MIN_TTL <= int(raw_ttl) <= reports.MAX_TTL:
+        raise ApiError(400, "invalid_parameter", f"'ttl' must be from {reports.MIN_TTL} to {reports.MAX_TTL} seconds")
+    expires = int(dt.datetime.now(dt.UTC).timestamp()) + int(raw_ttl)
+    query = reports.link_query(_state(request).secret, account.id, campaign.id, expires)
+    url = f"{str(request.base_url).rstrip('/')}/reports/campaigns/{campaign.id}?{query}"
+    return JSONResponse({"url": url, "expires_at": expires}, headers={"cache-control": "no-store"})
+
+
+def _html(status: int, body: str) -> Response:
+    return Response(body, status, media_type="text/html; charset=utf-8", headers=reports.PAGE_HEADERS)
+
+
+async def report_page(request: Request) -> Response:
+    """``GET /reports/campaigns/{id}``: with ``Authorization: Bearer <api key>`` or a signed link
+    (``?exp=&sig=``); HTML pages for every answer, 401 or 404 without the right credential."""
+    state = _state(request)
+    campaign_id = request.path_params["campaign_id"]
+    missing = _html(404, reports.error_page("Report not found", "There is no such campaign report."))
+    header = request.headers.get("authorization", "")
+    signature = request.query_params.get("sig")
+    if not header and signature is None:
+        message = "Open this page through a report link (GET /api/v1/campaigns/{id}/report-link)."
+        return _html(401, reports.error_page("Sign-in needed", message))
+    raw = await state.redis.get(routing.CAMPAIGN_KEY + campaign_id) if _CAMPAIGN_ID.match(campaign_id) else None
+    campaign = routing.Campaign.from_json(raw) if raw is not None else None
+    if header:
+        try:
+            account = await _account(request)
+        except ApiError as error:
+            return _html(401, reports.error_page("Sign-in needed", error.message))
+        if campaign is None or campaign.account != account.id:
+            return missing
+    else:
+        if campaign is None:
+            return missing
+        problem = reports.check(
+            state.secret,
+            campaign.account,
+            campaign.id,
+            request.query_params.get("exp", ""),
+            signature or "",
+            dt.datetime.now(dt.UTC).timestamp(),
+        )
+        if problem is not None:
+            return _html(401, reports.error_page("Report link refused", problem))
+    try:
+        stats = await state.analytics.run(campaign_stats, campaign.id)
+    except CampaignNotFound:
+        return missing
+    return _html(200, reports.render_report(stats))
+
+
 async def campaign_clicks(request: Request) -> Response:
     account = await _account(request)
     campaign = await _owned_campaign(request, account)
@@ -981,6 +1082,20 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     return guarded
 
 
+def _guarded_page(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Store outages on a page for people: an HTML 503, not JSON."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (RedisError, ConnectionError, OSError):
+            return _html(503, reports.error_page("Try again shortly", "The report's data store is unreachable."))
+
+    guarded.__name__ = handler.__name__
+    guarded.__doc__ = handler.__doc__
+    return guarded
+
+
 ROUTES: Final = (
     ("/api/v1/campaigns", create_campaign, ["POST"]),
     ("/api/v1/campaigns", list_campaigns, ["GET"]),
@@ -989,6 +1104,7 @@ ROUTES: Final = (
     ("/api/v1/messages", send_message, ["POST"]),
     ("/api/v1/campaigns/{campaign_id}/stats", campaign_stats_route, ["GET"]),
     ("/api/v1/campaigns/{campaign_id}/clicks", campaign_clicks, ["GET"]),
+    ("/api/v1/campaigns/{campaign_id}/report-link", report_link, ["GET"]),
     ("/api/v1/sql", sql_console, ["POST"]),
     ("/api/v1/domains", create_domain, ["POST"]),
     ("/api/v1/domains", list_domains, ["GET"]),
@@ -1008,6 +1124,7 @@ ROUTES: Final = (
 
 def control_routes() -> list[Route]:
     routes = [Route(path, _guarded(handler), methods=methods) for path, handler, methods in ROUTES]
+    routes.append(Route("/reports/campaigns/{campaign_id}", _guarded_page(report_page), methods=["GET"]))
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     return routes
 

@@ -31,7 +31,7 @@ from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.conversions import CONVERSION_SCRIPT
 from shortcore.events import EVENT_VERSION, EventIds, EventSpool, EventWriter
-from shortcore.routing import CLICK_PARAM, MISS, Campaign, Domain, RouteCache, normalize_host
+from shortcore.routing import CLICK_PARAM, MISS, Campaign, Domain, LinkTarget, RouteCache, normalize_host
 from shortcore.store import AnyRedis, EmbeddedStore, connect, is_cluster_url, redacted
 from shortcore.tokens import TokenCodec
 
@@ -308,6 +308,7 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
 
     # Decode and route.
     campaign: Campaign | None = None
+    target: LinkTarget | None = None
     recipient = link = -1
     if method not in ("GET", "HEAD"):
         outcome = "method"
@@ -321,9 +322,14 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
         else:
             found = await st.route(seq, mono)
             if isinstance(found, Campaign) and found.token_length == len(token):
-                campaign = found
-                recipient, link = campaign.locate(seq)
-                outcome = "expired" if campaign.expired(now) else "ok"
+                recipient, link = found.locate(seq)
+                target = found.target(recipient, link)
+                if target is None:  # a link slot the recipient's variant does not have
+                    recipient = link = -1
+                    outcome = "unknown"
+                else:
+                    campaign = found
+                    outcome = "expired" if campaign.expired(now) else "ok"
             else:
                 outcome = "unavailable" if found == "unavailable" else "unknown"
         if outcome in ("malformed", "unknown"):
@@ -352,10 +358,10 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     if not held:
         await _respond(send, 503, [_HTML, _NO_CACHE, (b"retry-after", b"5")], UNAVAILABLE_PAGE, head)
     elif outcome == "ok":
-        assert campaign is not None
+        assert campaign is not None and target is not None
         # The event keeps the bare event id; what leaves is signed, so it cannot be forged.
         signed = st.click_ids.issue(click_id)
-        location = campaign.targets[link].location(signed if campaign.click_param else None)
+        location = target.location(signed if campaign.click_param else None)
         answer = [
             (b"location", location.encode()),
             (b"set-cookie", f"{CLICK_PARAM}={signed}{st.cookie_tail}".encode()),

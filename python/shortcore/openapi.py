@@ -55,7 +55,26 @@ _CAMPAIGN_FIELDS: dict[str, Any] = {
     "scheme": {"type": "string", "enum": ["keep", "drop", "fit"], "default": "keep"},
     "only_last": {"type": "boolean", "default": False, "description": "Shorten only the last link"},
     "default_region": {"type": "string", "description": "Region for national numbers, e.g. DE"},
+    "variants": {
+        "type": "array",
+        "minItems": 2,
+        "maxItems": 26,
+        "description": "A/B test, instead of 'text': each recipient gets one variant, drawn by weight from a keyed "
+        "hash of the recipient's index; the first variant is the control. In a form: a JSON string.",
+        "items": {
+            "type": "object",
+            "required": ["name", "text"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"},
+                "text": {"type": "string", "maxLength": 1600},
+                "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000, "default": 1},
+            },
+        },
+    },
 }
+# A campaign has either one text or variants.
+_TEXT_OR_VARIANTS: list[dict[str, Any]] = [{"required": ["text"]}, {"required": ["variants"]}]
 
 _REJECTION = {
     "type": "object",
@@ -128,6 +147,19 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         "messages_url": {"type": "string"},
+                        "variants": {
+                            "type": "array",
+                            "description": "With variants only: messages per variant",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "weight": {"type": "number"},
+                                    "links": {"type": "integer"},
+                                    "messages": {"type": "integer"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Campaign": {
@@ -142,6 +174,17 @@ def openapi_document() -> dict[str, Any]:
                         "click_param": {"type": "boolean"},
                         "sent_at": {"type": ["number", "null"]},
                         "expires_at": {"type": ["number", "null"]},
+                        "variants": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "weight": {"type": "number"},
+                                    "destinations": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        },
                     },
                 },
                 "Message": {
@@ -155,6 +198,7 @@ def openapi_document() -> dict[str, Any]:
                         "segments": {"type": "integer"},
                         "segments_before": {"type": "integer"},
                         "links": {"type": "array", "items": {"type": "string"}},
+                        "variant": {"type": ["string", "null"], "description": "The A/B variant, null without"},
                         "campaign_id": {"type": "string"},
                     },
                 },
@@ -180,14 +224,16 @@ def openapi_document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["text", "recipients"],
+                                    "required": ["recipients"],
+                                    "oneOf": _TEXT_OR_VARIANTS,
                                     "properties": _CAMPAIGN_FIELDS,
                                 }
                             },
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["text", "recipients"],
+                                    "required": ["recipients"],
+                                    "oneOf": _TEXT_OR_VARIANTS,
                                     "properties": {
                                         **{k: {"type": "string"} for k in _CAMPAIGN_FIELDS if k != "recipients"},
                                         "recipients": {
@@ -245,7 +291,8 @@ def openapi_document() -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["to", "text"],
+                                    "required": ["to"],
+                                    "oneOf": _TEXT_OR_VARIANTS,
                                     "properties": {
                                         "to": {"type": "string", "description": "The recipient's phone number"},
                                         "id": {"type": ["string", "integer"]},
@@ -349,7 +396,49 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                     "properties": {"link_index": {"type": "integer"}, "destination": {"type": "string"}, **_COUNTS},
                 },
             },
-            "variants": {"type": "array", "items": {"type": "object"}},
+            "variants": {
+                "type": "array",
+                "description": "Per A/B variant (empty without variants); the first is the control",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "weight": {"type": "number"},
+                        "text": {"type": "string"},
+                        "messages": {"type": "integer"},
+                        **_COUNTS,
+                        "click_through_rate": {"type": "number"},
+                        "conversion_value": {"type": "number"},
+                        "conversion_rate": {"type": "number"},
+                        "view_through_conversions": {"type": "integer"},
+                        "links": {"type": "array", "items": {"type": "object"}},
+                        "vs_control": {
+                            "type": ["object", "null"],
+                            "description": "Two-proportion z-test of the CTR against the control (docs/analytics.md)",
+                            "properties": {
+                                "ctr_difference": {"type": "number"},
+                                "ci95": {"type": "array", "items": {"type": "number"}},
+                                "z": {"type": ["number", "null"]},
+                                "p_value": {"type": ["number", "null"]},
+                                "p_value_adjusted": {"type": ["number", "null"]},
+                                "significant": {"type": "boolean"},
+                                "note": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+            "ab_test": {
+                "type": ["object", "null"],
+                "properties": {
+                    "control": {"type": "string"},
+                    "winner": {
+                        "type": ["string", "null"],
+                        "description": "Set only when the difference is significant",
+                    },
+                    "verdict": {"type": "string"},
+                },
+            },
             "timeline": {
                 "type": "array",
                 "items": {"type": "object", "properties": {"hour": {"type": "string"}, **_COUNTS}},
@@ -364,6 +453,53 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                 "security": auth,
                 "parameters": [_path_param("campaign_id")],
                 "responses": {"200": _json(stats), **_errors(401, 404, 503)},
+            }
+        },
+        "/api/v1/campaigns/{campaign_id}/report-link": {
+            "get": {
+                "summary": "A signed, expiring URL of the campaign's report page (no API key in it)",
+                "security": auth,
+                "parameters": [
+                    _path_param("campaign_id"),
+                    {
+                        "name": "ttl",
+                        "in": "query",
+                        "description": "Seconds the link works",
+                        "schema": {"type": "integer", "minimum": 60, "maximum": 7776000, "default": 604800},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"url": {"type": "string"}, "expires_at": {"type": "integer"}},
+                        }
+                    ),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/reports/campaigns/{campaign_id}": {
+            "get": {
+                "summary": "The campaign report page for people (HTML): figures, timeline, links, A/B verdict",
+                "description": "Opens with 'Authorization: Bearer <api key>' or with the exp and sig of a report "
+                "link. Every answer is an HTML page; 401 without a valid credential, 404 for another account's "
+                "campaign.",
+                "security": [{"bearer": []}, {}],
+                "parameters": [
+                    _path_param("campaign_id"),
+                    {"name": "exp", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "sig", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    status: {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+                    for status, text in (
+                        ("200", "The report"),
+                        ("401", "No valid key or report link"),
+                        ("404", "No such campaign (or another account's)"),
+                        ("503", "A store is unreachable"),
+                    )
+                },
             }
         },
         "/api/v1/campaigns/{campaign_id}/clicks": {

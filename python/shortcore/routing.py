@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -180,6 +181,30 @@ def normalize_host(host: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class VariantRoute:
+    """One A/B variant of a campaign: its name, weight and destinations (see :mod:`shortcore.variants`)."""
+
+    name: str
+    weight: float
+    destinations: tuple[str, ...]
+    targets: tuple[LinkTarget, ...] = field(default=(), compare=False, repr=False)
+
+    def with_targets(self, utm: Sequence[tuple[str, str]]) -> VariantRoute:
+        """Targets with the campaign's UTM parameters and ``utm_content=<name>``, unless the
+        campaign's UTM parameters set ``utm_content`` themselves."""
+        pairs = tuple(utm) if any(k == "utm_content" for k, _ in utm) else (*utm, ("utm_content", self.name))
+        targets = tuple(link_target(normalize_destination(d), pairs) for d in self.destinations)
+        return VariantRoute(self.name, self.weight, self.destinations, targets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "destinations": list(self.destinations)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VariantRoute:
+        return cls(str(data["name"]), float(data["weight"]), tuple(str(d) for d in data["destinations"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Campaign:
     """Campaign-level routing data. Times are Unix seconds."""
 
@@ -195,6 +220,12 @@ class Campaign:
     expires_at: float | None = None
     token_length: int = DEFAULT_TOKEN_LENGTH
     targets: tuple[LinkTarget, ...] = field(default=(), compare=False, repr=False)
+    #: A/B variants; empty for a campaign of one text. The first is the control.
+    variants: tuple[VariantRoute, ...] = ()
+    #: The key of the recipient → variant hash (hex), campaign-level like everything here.
+    variant_seed: str = ""
+    _slots: int = field(default=0, compare=False, repr=False)
+    _assigner: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.destinations:
@@ -204,10 +235,38 @@ class Campaign:
         if not self.targets:
             targets = tuple(link_target(normalize_destination(d), self.utm) for d in self.destinations)
             object.__setattr__(self, "targets", targets)
+        slots = len(self.destinations)
+        if self.variants:
+            from shortcore.variants import VariantAssigner, VariantError
+
+            routes = tuple(v if v.targets else v.with_targets(self.utm) for v in self.variants)
+            if any(not v.destinations for v in routes):
+                raise RoutingError("every variant needs at least one destination")
+            try:
+                assigner = VariantAssigner(self.variant_seed, [v.weight for v in routes])
+            except VariantError as error:
+                raise RoutingError(str(error)) from None
+            object.__setattr__(self, "variants", routes)
+            object.__setattr__(self, "_assigner", assigner)
+            slots = max(len(v.destinations) for v in routes)
+        object.__setattr__(self, "_slots", slots)
 
     @property
     def n_links(self) -> int:
-        return len(self.destinations)
+        """Links per recipient in the token range (with variants: the most any variant has)."""
+        return self._slots
+
+    def variant_of(self, recipient: int) -> int:
+        """The index of recipient ``recipient``'s variant (0 without variants)."""
+        return int(self._assigner.variant_of(recipient)) if self.variants else 0
+
+    def target(self, recipient: int, link: int) -> LinkTarget | None:
+        """Where recipient ``recipient``'s link ``link`` goes; None for a link slot their
+        variant does not use."""
+        if not self.variants:
+            return self.targets[link]
+        targets = self.variants[self._assigner.variant_of(recipient)].targets
+        return targets[link] if link < len(targets) else None
 
     @property
     def seq_count(self) -> int:
@@ -244,6 +303,11 @@ class Campaign:
                 "sent_at": self.sent_at,
                 "expires_at": self.expires_at,
                 "token_length": self.token_length,
+                **(
+                    {"variants": [v.to_json() for v in self.variants], "variant_seed": self.variant_seed}
+                    if self.variants
+                    else {}
+                ),
             }
         )
 
@@ -262,6 +326,8 @@ class Campaign:
             sent_at=_opt_float(data.get("sent_at")),
             expires_at=_opt_float(data.get("expires_at")),
             token_length=int(data.get("token_length", DEFAULT_TOKEN_LENGTH)),
+            variants=tuple(VariantRoute.from_json(v) for v in data.get("variants") or ()),
+            variant_seed=str(data.get("variant_seed") or ""),
         )
 
 
@@ -333,12 +399,15 @@ async def register_campaign(
     expires_at: float | None = None,
     token_length: int | None = None,
     seq_start: int | None = None,
+    variants: Sequence[VariantRoute] = (),
+    variant_seed: str = "",
 ) -> Campaign:
     """Stores a campaign's routing data and makes every edge see it.
 
     Allocates ``recipients * len(destinations)`` sequence numbers unless ``seq_start`` is given
-    (a range allocated earlier with :func:`allocate_seqs`). The token length defaults to the
-    domain's. Raises :class:`RoutingError` for a destination that is not http(s) and the like.
+    (a range allocated earlier with :func:`allocate_seqs`); with ``variants``, the range has the
+    most links any variant has per recipient. The token length defaults to the domain's.
+    Raises :class:`RoutingError` for a destination that is not http(s) and the like.
     """
     host = normalize_host(domain)
     if token_length is None:
@@ -356,24 +425,13 @@ async def register_campaign(
         sent_at=_opt_float(sent_at),
         expires_at=_opt_float(expires_at),
         token_length=token_length,
+        variants=tuple(variants),
+        variant_seed=variant_seed,
     )
     codec = TokenCodec(b"check", token_length)
     if seq_start is None:
         seq_start = await allocate_seqs(redis, max(draft.seq_count, 1))
-    campaign = Campaign(
-        id=draft.id,
-        account=draft.account,
-        domain=draft.domain,
-        seq_start=seq_start,
-        recipients=draft.recipients,
-        destinations=draft.destinations,
-        utm=draft.utm,
-        click_param=draft.click_param,
-        sent_at=draft.sent_at,
-        expires_at=draft.expires_at,
-        token_length=draft.token_length,
-        targets=draft.targets,
-    )
+    campaign = dataclasses.replace(draft, seq_start=seq_start)
     if campaign.seq_end - 1 > codec.max_seq:
         raise RoutingError(f"sequence numbers up to {campaign.seq_end - 1} do not fit {token_length}-character tokens")
     # Data first, then the index: an edge that finds the range always finds the campaign.

@@ -36,15 +36,16 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from shortcore.analytics import DATABASE, connect
+from shortcore.significance import verdict
 
 CLICKS_PAGE: Final = 50_000
 SQL_MAX_ROWS: Final = 100_000
 
 #: Columns of ``/clicks`` (JSON lines keys, CSV header), in order.
 CLICK_FIELDS: Final = (
-    "time", "event_id", "type", "phone", "recipient_id", "recipient_index", "link_index", "destination", "class",
-    "reason", "ip", "browser", "os", "device", "country", "user_agent", "method", "click_id", "event_name", "value",
-    "currency", "order_id",
+    "time", "event_id", "type", "phone", "recipient_id", "recipient_index", "link_index", "destination", "variant",
+    "class", "reason", "ip", "browser", "os", "device", "country", "user_agent", "method", "click_id", "event_name",
+    "value", "currency", "order_id",
 )  # fmt: skip
 
 
@@ -68,12 +69,15 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
     """The cumulative figures of one campaign."""
     params = {"c": campaign_id}
     found = client.query(
-        f"SELECT name, recipients, links, destinations, sent_at FROM {DATABASE}.campaigns FINAL WHERE id = %(c)s",
+        f"SELECT name, recipients, links, destinations, sent_at, variants FROM {DATABASE}.campaigns FINAL "
+        "WHERE id = %(c)s",
         parameters=params,
     ).result_rows
     if not found:
         raise CampaignNotFound(campaign_id)
-    name, recipients, _, destinations, sent_at = found[0]
+    name, recipients, _, destinations, sent_at, variants_json = found[0]
+    plan = orjson.loads(variants_json) if variants_json else None
+    slot_destinations = _slot_destinations(plan) if plan else {i: {} for i in range(len(destinations))}
     messages = client.query(
         f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
     ).result_rows[0][0]
@@ -200,10 +204,12 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
                 "conversion_rate": _rate(
                     link_conversions.get(i, (0, 0.0))[0], int(by_link[i][2]) if i in by_link else 0
                 ),
+                **({"by_variant": by_variant} if by_variant else {}),
             }
-            for i, destination in enumerate(destinations)
+            for i, by_variant in slot_destinations.items()
+            for destination in [destinations[i] if i < len(destinations) else ""]
         ],
-        "variants": [],
+        **variant_figures(client, campaign_id, plan),
         "timeline": [
             {
                 "hour": _iso(hour),
@@ -215,6 +221,122 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
             }
             for hour, clicks, clickers, views, bot_hits, converted in timeline
         ],
+    }
+
+
+def _slot_destinations(plan: dict[str, Any]) -> dict[int, dict[str, str]]:
+    """Link slot → {variant name: destination} of a variant campaign."""
+    slots: dict[int, dict[str, str]] = {}
+    for variant in plan["variants"]:
+        for i, destination in enumerate(variant["destinations"]):
+            slots.setdefault(i, {})[variant["name"]] = destination
+    return dict(sorted(slots.items()))
+
+
+def _with_variant(events: str) -> str:
+    """Events (a subquery with ``recipient_index``) with their recipient's variant. The edge does
+    not write the variant; the message row has it. Messages stream on the left, so the hash table
+    is built from the events, usually far fewer than the messages."""
+    return f"""
+        FROM (
+            SELECT toInt64(recipient_index) AS recipient_index, variant FROM {DATABASE}.messages FINAL
+            WHERE campaign_id = %(c)s
+        ) AS m
+        INNER JOIN ({events}) AS e ON m.recipient_index = e.recipient_index
+    """
+
+
+def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | None) -> dict[str, Any]:
+    """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
+    the comparison with the control) and ``ab_test`` (the verdict), empty for one text."""
+    if not plan:
+        return {"variants": [], "ab_test": None}
+    params = {"c": campaign_id}
+    messages: dict[str, int] = {
+        str(name): int(n)
+        for name, n in client.query(
+            f"SELECT variant, count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s GROUP BY variant",
+            parameters=params,
+        ).result_rows
+    }
+    clicks = _with_variant(
+        f"SELECT recipient_index, link_index, class FROM {DATABASE}.events FINAL "
+        "WHERE campaign_id = %(c)s AND type = 'click' AND recipient_index >= 0"
+    )
+    figures = "countIf(e.class = 'human'), uniqExactIf(e.recipient_index, e.class = 'human'), " + (
+        "uniqExactIf(e.recipient_index, e.class = 'preview'), countIf(e.class = 'bot')"
+    )
+    totals = {
+        row[0]: row[1:]
+        for row in client.query(
+            f"SELECT m.variant, {figures} {clicks} GROUP BY m.variant", parameters=params
+        ).result_rows
+    }
+    per_link = {
+        (row[0], int(row[1])): row[2:]
+        for row in client.query(
+            f"SELECT m.variant, e.link_index, {figures} {clicks} GROUP BY m.variant, e.link_index", parameters=params
+        ).result_rows
+    }
+    converted: dict[tuple[str, bool], tuple[int, float]] = {
+        (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
+        for row in client.query(
+            f"""
+            SELECT m.variant, e.view_through, count(), sum(e.value)
+            {
+                _with_variant(
+                    "SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through, "
+                    f"any(value) AS value FROM {DATABASE}.events FINAL "
+                    "WHERE campaign_id = %(c)s AND type = 'conversion' "
+                    "GROUP BY if(order_id != '', order_id, toString(event_id))"
+                )
+            }
+            GROUP BY m.variant, e.view_through
+            """,
+            parameters=params,
+        ).result_rows
+    }
+    names = [v["name"] for v in plan["variants"]]
+    sent = [int(messages.get(name, 0)) for name in names]
+    clickers = [int(totals[name][1]) if name in totals else 0 for name in names]
+    test = verdict(names, clickers, sent)
+    rows = []
+    for variant, n, unique in zip(plan["variants"], sent, clickers, strict=True):
+        name = variant["name"]
+        human, _, views, bots = totals.get(name, (0, 0, 0, 0))
+        conversions, value = converted.get((name, False), (0, 0.0))
+        rows.append(
+            {
+                "name": name,
+                "weight": variant["weight"],
+                "text": variant["text"],
+                "messages": n,
+                "human_clicks": int(human),
+                "unique_clickers": unique,
+                "click_through_rate": _rate(unique, n),
+                "views": int(views),
+                "bot_hits": int(bots),
+                "conversions": conversions,
+                "conversion_value": value,
+                "conversion_rate": _rate(conversions, unique),
+                "view_through_conversions": converted.get((name, True), (0, 0.0))[0],
+                "links": [
+                    {
+                        "link_index": i,
+                        "destination": destination,
+                        "human_clicks": int(per_link.get((name, i), (0, 0, 0, 0))[0]),
+                        "unique_clickers": int(per_link.get((name, i), (0, 0, 0, 0))[1]),
+                        "views": int(per_link.get((name, i), (0, 0, 0, 0))[2]),
+                        "bot_hits": int(per_link.get((name, i), (0, 0, 0, 0))[3]),
+                    }
+                    for i, destination in enumerate(variant["destinations"])
+                ],
+                "vs_control": test["comparisons"].get(name),
+            }
+        )
+    return {
+        "variants": rows,
+        "ab_test": {"control": test["control"], "winner": test["winner"], "verdict": test["text"]},
     }
 
 
@@ -246,23 +368,27 @@ def click_page(
     if not rows:
         return rows
     indexes = sorted({int(r["recipient_index"]) for r in rows if r["recipient_index"] >= 0})
-    phones: dict[int, tuple[str, str]] = {}
+    phones: dict[int, tuple[str, str, str]] = {}
     if indexes:
         found = client.query(
-            f"SELECT recipient_index, phone, recipient_id FROM {DATABASE}.messages FINAL "
+            f"SELECT recipient_index, phone, recipient_id, variant FROM {DATABASE}.messages FINAL "
             "WHERE campaign_id = %(c)s AND recipient_index IN %(r)s",
             parameters={"c": campaign_id, "r": indexes},
         ).result_rows
-        phones = {int(i): (phone, rid) for i, phone, rid in found}
+        phones = {int(i): (phone, rid, variant) for i, phone, rid, variant in found}
     destinations_rows = client.query(
-        f"SELECT destinations FROM {DATABASE}.campaigns FINAL WHERE id = %(c)s", parameters={"c": campaign_id}
+        f"SELECT destinations, variants FROM {DATABASE}.campaigns FINAL WHERE id = %(c)s",
+        parameters={"c": campaign_id},
     ).result_rows
     destinations: list[str] = list(destinations_rows[0][0]) if destinations_rows else []
+    plan = orjson.loads(destinations_rows[0][1]) if destinations_rows and destinations_rows[0][1] else None
+    by_variant = {v["name"]: list(v["destinations"]) for v in plan["variants"]} if plan else {}
     for row in rows:
-        phone, recipient_id = phones.get(int(row["recipient_index"]), ("", ""))
+        phone, recipient_id, variant = phones.get(int(row["recipient_index"]), ("", "", ""))
         link = int(row["link_index"])
-        row["phone"], row["recipient_id"] = phone, recipient_id
-        row["destination"] = destinations[link] if 0 <= link < len(destinations) else ""
+        row["phone"], row["recipient_id"], row["variant"] = phone, recipient_id, variant
+        links = by_variant.get(variant, destinations)
+        row["destination"] = links[link] if 0 <= link < len(links) else ""
     return rows
 
 
@@ -376,12 +502,14 @@ def stats_lines(stats: dict[str, Any]) -> str:
     out = [format_rows(["figure", "value"], head, "table", footer=False).rstrip()]
     if stats["links"]:
         rows = [
-            [link["link_index"], link["destination"], link["human_clicks"], link["unique_clickers"], link["views"],
-             link["bot_hits"]]
+            [link["link_index"], _link_destination(link), link["human_clicks"], link["unique_clickers"],
+             link["views"], link["bot_hits"]]
             for link in stats["links"]
         ]  # fmt: skip
         columns = ["link", "destination", "clicks", "clickers", "views", "bots"]
         out.append(format_rows(columns, rows, "table", footer=False).rstrip())
+    if stats.get("variants"):
+        out.append(_variant_table(stats))
     if stats["bots_by_reason"]:
         rows = [[reason, n] for reason, n in stats["bots_by_reason"].items()]
         out.append(format_rows(["bot reason", "hits"], rows, "table", footer=False).rstrip())
@@ -393,3 +521,38 @@ def stats_lines(stats: dict[str, Any]) -> str:
         columns = ["hour", "clicks", "clickers", "views", "bots", "conversions"]
         out.append(format_rows(columns, rows, "table", footer=False).rstrip())
     return "\n\n".join(out) + "\n"
+
+
+def _link_destination(link: dict[str, Any]) -> str:
+    by_variant = link.get("by_variant")
+    if not by_variant:
+        return str(link["destination"])
+    return "; ".join(f"{name}: {destination}" for name, destination in by_variant.items())
+
+
+def _variant_table(stats: dict[str, Any]) -> str:
+    test = stats["ab_test"]
+    rows = []
+    for v in stats["variants"]:
+        vs = v["vs_control"]
+        name = f"{v['name']} (control)" if v["name"] == test["control"] else v["name"]
+        if vs is None:
+            comparison = ["", "", "", ""]
+        else:
+            low, high = vs["ci95"]
+            p = vs["p_value_adjusted"]
+            comparison = [
+                f"{vs['ctr_difference'] * 100:+.2f}",
+                f"{low * 100:+.2f} to {high * 100:+.2f}",
+                "-" if p is None else f"{p:.3g}",
+                "yes" if vs["significant"] else "no",
+            ]
+        rows.append(
+            [name, f"{v['weight']:g}", v["messages"], v["human_clicks"], v["unique_clickers"],
+             f"{v['click_through_rate']:.2%}", v["views"], v["bot_hits"], v["conversions"], *comparison]
+        )  # fmt: skip
+    columns = [
+        "variant", "weight", "messages", "clicks", "clickers", "CTR", "views", "bots", "conversions",
+        "CTR vs control (pts)", "95% CI (pts)", "p", "significant",
+    ]  # fmt: skip
+    return format_rows(columns, rows, "table", footer=False).rstrip() + "\n" + str(test["verdict"])

@@ -894,7 +894,7 @@ class WebhookService:
     analytics: AnalyticsStore | None
     settings: WebhookSettings = field(default_factory=WebhookSettings)
     sender: WebhookSender = field(init=False)
-    _links: dict[str, tuple[str, ...]] = field(init=False, default_factory=dict)
+    _links: dict[str, Campaign | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sender = WebhookSender(self.redis, self.settings)
@@ -938,7 +938,7 @@ class WebhookService:
             event = row.event
             campaign = str(event.get("campaign_id") or "")
             key = (campaign, int(event.get("recipient_index", -1)))
-            link_url = await self._link_url(campaign, event.get("link_index", -1))
+            link_url = await self._link_url(campaign, event.get("link_index", -1), key[1])
             body_of = payload(event, row.extra, kind, recipients.get(key), link_url)
             revision = int(row.extra.get("_revision") or 0)
             if before is not None:
@@ -980,16 +980,20 @@ class WebhookService:
         rows = await self.analytics.run(query)
         return {(str(c), int(r)): (str(p), str(i)) for c, r, p, i in rows}
 
-    async def _link_url(self, campaign_id: str, link: int) -> str | None:
+    async def _link_url(self, campaign_id: str, link: int, recipient: int = -1) -> str | None:
         if not campaign_id or link < 0:
             return None
-        destinations = self._links.get(campaign_id)
-        if destinations is None:
+        if campaign_id not in self._links:
             raw = await self.redis.get(CAMPAIGN_KEY + campaign_id)
-            destinations = tuple(Campaign.from_json(raw).destinations) if raw is not None else ()
             if len(self._links) > 10_000:
                 self._links.clear()
-            self._links[campaign_id] = destinations
+            self._links[campaign_id] = Campaign.from_json(raw) if raw is not None else None
+        campaign = self._links[campaign_id]
+        if campaign is None:
+            return None
+        destinations = campaign.destinations
+        if campaign.variants and recipient >= 0:  # the recipient's variant's links
+            destinations = campaign.variants[campaign.variant_of(recipient)].destinations
         return destinations[link] if link < len(destinations) else None
 
     async def run(self, stop: asyncio.Event) -> None:
