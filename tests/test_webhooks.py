@@ -518,7 +518,7 @@ def test_reclassified_click_is_sent_again(redis_url: str, chdb_client: Client) -
     chdb_client.insert(
         f"{DATABASE}.campaigns",
         [[campaign, account, "two links", "", "ul.example", 0, 4, 2, ["https://a.example/", "https://b.example/"],
-          {}, True, now, None, now, 1]],
+          {}, True, now, None, now, 1, ""]],
         column_names=list(CAMPAIGN_COLUMNS),
     )  # fmt: skip
     t = time.time() - 10
