@@ -101,6 +101,10 @@ def test_demo_serves_links_and_stops_cleanly(tmp_path: Path) -> None:
             f"http://127.0.0.1:{port + 1}/api/v1/campaigns", headers={"Authorization": f"Bearer {key.group(1)}"}
         )
         assert campaigns.status_code == 200 and len(campaigns.json()["campaigns"]) == 1
+        report = re.search(rf"(http://127\.0\.0\.1:{port + 1}/reports/campaigns/\S+)", text)
+        assert report, text
+        page = httpx.get(report.group(1))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

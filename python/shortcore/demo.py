@@ -35,6 +35,9 @@ def create_demo(control_url: str, redis_url: str) -> tuple[str, dict[str, Any], 
         messages = client.get(created["messages_url"])
         messages.raise_for_status()
         rows = [httpx_json(line) for line in messages.text.splitlines() if line]
+        report = client.get(f"/api/v1/campaigns/{created['id']}/report-link")
+        report.raise_for_status()
+        created["report_url"] = report.json()["url"]
     return key, created, rows
 
 
@@ -68,7 +71,8 @@ def announce(edge_url: str, control_url: str) -> None:
         "",
         "Try:",
         f"  curl -si {rows[0]['links'][0]}",
-        f"  curl -s -H 'Authorization: Bearer {key}' {control_url}/api/v1/campaigns/{created['id']}",
+        f"  curl -s -H 'Authorization: Bearer {key}' {control_url}/api/v1/campaigns/{created['id']}/stats",
+        f"  the report page (a signed link, valid 7 days): {created['report_url']}",
         "Stop with Ctrl-C.",
         "",
     ]
