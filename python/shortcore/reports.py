@@ -73,7 +73,8 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px}
 .tile{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:10px 12px}
 .tile b{display:block;font-size:22px}.tile span{color:#5b6475;font-size:13px}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e1e4ea}
-th,td{padding:6px 8px;border-bottom:1px solid #eceef2;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto;border:1px solid #e1e4ea}.scroll table{border:0}
+th,td{padding:6px 8px;border-bottom:1px solid #eceef2;text-align:right;white-space:nowrap;font-size:14px}
 th:first-child,td:first-child,td.l{text-align:left}td.l{white-space:normal;word-break:break-all}
 th{background:#fafbfc;font-weight:600}
 .verdict{background:#fff;border-left:4px solid #8a94a6;padding:10px 14px;margin:10px 0}
@@ -106,7 +107,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence
         "<tr>" + "".join(f"<td{' class=l' if i in left else ''}>{cell}</td>" for i, cell in enumerate(row)) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Wide tables (the A/B one has fourteen columns) scroll inside their box on narrow screens.
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def timeline_svg(timeline: Sequence[dict[str, Any]], width: int = 960, height: int = 200) -> str:
@@ -188,7 +190,7 @@ def _variants_section(stats: dict[str, Any]) -> str:
             ]
         rows.append(
             [
-                escape(v["name"]) + (" (control)" if v["name"] == test["control"] else ""),
+                escape(v["name"]) + (" (control)" if v["name"] == test["control"] and v["name"] != "control" else ""),
                 escape(f"{v['weight']:g}"),
                 _n(v["messages"]),
                 _n(v["human_clicks"]),
