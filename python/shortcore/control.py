@@ -43,7 +43,6 @@ from shortcore.campaigns import (
     CampaignError,
     CampaignRange,
     MessageBatches,
-    RecipientSpool,
     prepare_template,
     rejection_report,
 )
@@ -53,7 +52,7 @@ from shortcore.events import EVENT_VERSION, EventIds
 from shortcore.events import STREAM_KEY as EVENTS_STREAM
 from shortcore.openapi import openapi_document
 from shortcore.phones import PhoneNormalizer
-from shortcore.recipients import RecipientReader, RecipientsError
+from shortcore.recipients import RecipientList, RecipientsError
 from shortcore.routing import RoutingError
 from shortcore.sink import SinkSettings, SinkStatus, run_sink
 from shortcore.stats import (
@@ -71,7 +70,7 @@ from shortcore.store import AnyRedis
 from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
 from shortcore.webhooks import WebhookService, WebhookSettings
 
-RENDER_BATCH: Final = 20_000
+RENDER_BATCH: Final = 100_000
 MESSAGES_PAGE: Final = 50_000
 MAX_JSON_BODY: Final = 64 * 1024 * 1024
 REPORTED_REJECTIONS: Final = 100
@@ -441,45 +440,44 @@ async def _create_campaign(
     try:
         spec = _campaign_request(data, upload)
         template = prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
-        normalizer = PhoneNormalizer(spec.default_region or account.default_region)
+        spool = RecipientList(
+            spec.default_region or account.default_region,
+            directory=str(state.settings.data_dir) if state.settings.data_dir.exists() else None,
+        )
     except (CampaignError, ValueError) as error:
         raise ApiError(422, "invalid_field", str(error)) from None
     domain = await _domain_for(state, account, spec.domain)
     codec = TokenCodec(state.secret, domain.token_length)
     campaign_id = "cmp_" + secrets.token_hex(8)
 
-    spool = RecipientSpool(directory=str(state.settings.data_dir) if state.settings.data_dir.exists() else None)
     try:
-        reader = RecipientReader(normalizer)
         if spec.recipients_csv is not None:
-            lines = _csv_lines(spec.recipients_csv)
-            summary = await asyncio.to_thread(spool.fill, reader.read_csv(lines))
+            upload_file = spec.recipients_csv.file
+            upload_file.seek(0)
+            await asyncio.to_thread(spool.read_csv, upload_file)
         else:
-            summary = await asyncio.to_thread(spool.fill, reader.read_records(spec.recipients_json or []))
-        if summary.recipients == 0:
+            await asyncio.to_thread(spool.read_records, spec.recipients_json or [])
+        if spool.recipients == 0:
             raise ApiError(
                 422,
                 "no_recipients",
                 "no valid recipient in the list",
-                invalid=rejection_report(summary.invalid[:REPORTED_REJECTIONS]),
+                invalid=rejection_report(spool.invalid()[:REPORTED_REJECTIONS]),
             )
         links = len(template.destinations)
         try:
-            seq_start = await routing.allocate_seqs(state.redis, summary.recipients * links)
+            seq_start = await routing.allocate_seqs(state.redis, spool.recipients * links)
         except RoutingError as error:
             raise ApiError(422, "invalid_field", str(error)) from None
-        if seq_start + summary.recipients * links - 1 > codec.max_seq:
+        if seq_start + spool.recipients * links - 1 > codec.max_seq:
             raise ApiError(507, "token_space_exhausted", f"{domain.token_length}-character tokens are used up")
         sent_at = dt.datetime.fromtimestamp(spec.sent_at, dt.UTC) if spec.sent_at else None
         where = CampaignRange(campaign_id, account.id, domain.base_url, seq_start, sent_at)
         batches = MessageBatches(template, codec, where)
-        first_rows: list[dict[str, Any]] = []
 
         def store_messages(client: Client) -> None:
-            for recipients in spool.batches(RENDER_BATCH):
-                columns, rows = batches.render(recipients, with_rows=not first_rows)
-                first_rows.extend(rows[:1])
-                client.insert(f"{DATABASE}.messages", columns, column_names=MESSAGE_COLUMNS, column_oriented=True)
+            for body in batches.chunks(spool, RENDER_BATCH):
+                client.raw_insert(f"{DATABASE}.messages", MESSAGE_COLUMNS, insert_block=body, fmt="RowBinary")
             client.insert(
                 f"{DATABASE}.campaigns",
                 [
@@ -490,7 +488,7 @@ async def _create_campaign(
                         template.text,
                         domain.host,
                         seq_start,
-                        summary.recipients,
+                        spool.recipients,
                         template.destinations,
                     )
                 ],
@@ -504,7 +502,7 @@ async def _create_campaign(
                 id=campaign_id,
                 account=account.id,
                 domain=domain.host,
-                recipients=summary.recipients,
+                recipients=spool.recipients,
                 destinations=template.destinations,
                 utm=spec.utm,
                 click_param=spec.click_param,
@@ -520,15 +518,13 @@ async def _create_campaign(
         raise ApiError(422, "invalid_recipients", str(error)) from None
     except RoutingError as error:
         raise ApiError(422, "invalid_field", str(error)) from None
-    finally:
-        spool.close()
 
     totals = batches.totals
     created = {
         "id": campaign_id,
         "name": spec.name,
         "domain": domain.host,
-        "recipients": summary.recipients,
+        "recipients": spool.recipients,
         "invalid": spool.invalid_count,
         "duplicates": spool.duplicate_count,
         "links": links,
@@ -539,17 +535,12 @@ async def _create_campaign(
             "change": totals.segments - totals.segments_before,
         },
         "errors": {
-            "invalid": rejection_report(summary.invalid[:REPORTED_REJECTIONS]),
-            "duplicates": rejection_report(summary.duplicates[:REPORTED_REJECTIONS]),
+            "invalid": rejection_report(spool.invalid()[:REPORTED_REJECTIONS]),
+            "duplicates": rejection_report(spool.duplicates()[:REPORTED_REJECTIONS]),
         },
         "messages_url": f"/api/v1/campaigns/{campaign_id}/messages",
     }
-    return created, (first_rows[0] if first_rows else None)
-
-
-def _csv_lines(upload: UploadFile) -> io.TextIOWrapper:
-    upload.file.seek(0)
-    return io.TextIOWrapper(upload.file, encoding="utf-8-sig", newline="")
+    return created, batches.first_row()
 
 
 CAMPAIGN_COLUMNS: Final = (

@@ -121,25 +121,16 @@ impl PhoneNormalizer {
     }
 
     /// Normalises many numbers, spread over the machine's cores; results are in input order.
+    ///
+    /// The work runs on rayon's pool of long-lived threads: threads started per call would each
+    /// get a fresh malloc arena, and a million-row list would leave a dozen arenas of freed memory.
     pub fn normalize_many<S: AsRef<str> + Sync>(&self, raws: &[S]) -> Vec<std::result::Result<String, PhoneError>> {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        // Below a few thousand numbers, starting threads costs more than it saves.
-        if threads == 1 || raws.len() < 4_096 {
-            return raws.iter().map(|raw| self.normalize(raw.as_ref())).collect();
-        }
-        let chunk = raws.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = raws
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|raw| self.normalize(raw.as_ref())).collect::<Vec<_>>())
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
+        use rayon::prelude::*;
+        raws.par_iter()
+            // Below a few thousand numbers, handing work to other threads costs more than it saves.
+            .with_min_len(2_048)
+            .map(|raw| self.normalize(raw.as_ref()))
+            .collect()
     }
 }
 
