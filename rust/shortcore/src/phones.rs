@@ -60,6 +60,64 @@ fn e164(number: &phonenumber::PhoneNumber) -> String {
     out
 }
 
+/// `phonenumber::is_valid`, answered with fewer pattern matches: a number is valid when its
+/// region's general pattern and any one type's pattern match. The crate tests every type in a
+/// fixed order to name the type (premium rate first, mobile last): eleven regex searches for a
+/// mobile number, half the cost of normalising one. Testing mobile and fixed line first gives the
+/// same answer in three. A test checks it against the crate on numbers of every region.
+fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
+    use phonenumber::metadata::{Metadata, DATABASE};
+
+    fn has_type(meta: &Metadata, national: &str) -> bool {
+        let d = meta.descriptors();
+        d.general().is_match(national)
+            && [
+                d.mobile(),
+                d.fixed_line(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|desc| desc.is_match(national))
+    }
+
+    let database = &*DATABASE;
+    let code = number.code().value();
+    let national = number.national().to_string();
+    let Some(regions) = database.region(&code) else {
+        return false;
+    };
+    // Which region's rules apply: as the crate's `source_for` decides it.
+    let meta = if let [region] = regions.as_slice() {
+        if *region == "001" {
+            database.by_code(&code).and_then(|metas| metas.into_iter().next())
+        } else {
+            region.parse::<Id>().ok().and_then(|id| database.by_id(id.as_ref()))
+        }
+    } else {
+        regions.iter().find_map(|region| {
+            let meta = database.by_id(*region)?;
+            let applies = match meta.leading_digits() {
+                Some(pattern) => pattern.find(&national).is_some_and(|m| m.start() == 0),
+                None => has_type(meta, &national),
+            };
+            if applies {
+                region.parse::<Id>().ok().and_then(|id| database.by_id(id.as_ref()))
+            } else {
+                None
+            }
+        })
+    };
+    meta.is_some_and(|meta| has_type(meta, &national))
+}
+
 /// Longest raw input worth parsing: E.164 has at most 15 digits, and formatting, an extension or
 /// a `tel:` prefix add a few dozen characters at most.
 const MAX_RAW_LENGTH: usize = 64;
@@ -114,7 +172,7 @@ impl PhoneNormalizer {
             return Err(PhoneError::NoCountryCode);
         }
         let number = phonenumber::parse(self.region, raw).map_err(|_| PhoneError::NotANumber)?;
-        if !phonenumber::is_valid(&number) {
+        if !is_valid(&number) {
             return Err(PhoneError::Invalid);
         }
         Ok(e164(&number))
@@ -201,6 +259,42 @@ mod tests {
         assert_eq!(seen.first_seen("+1555", 3), None);
         assert_eq!(seen.first_seen("+15550", 4), None);
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn validity_matches_the_crate() {
+        use phonenumber::metadata::DATABASE;
+        // Every region's example numbers, and variations of them that are valid or not.
+        let mut checked = 0;
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            let examples = [
+                d.general(),
+                d.fixed_line().unwrap_or(d.general()),
+                d.mobile().unwrap_or(d.general()),
+            ]
+            .into_iter()
+            .chain(d.toll_free())
+            .chain(d.voip())
+            .filter_map(|desc| desc.example());
+            for example in examples {
+                for variant in [
+                    example.to_owned(),
+                    format!("{example}1"),
+                    example[..example.len().saturating_sub(1)].to_owned(),
+                    format!("9{example}"),
+                    format!("1{example}"),
+                    example.replace(|c: char| c != '0' && c.is_ascii_digit(), "7"),
+                ] {
+                    let raw = format!("+{}{variant}", meta.country_code());
+                    if let Ok(number) = phonenumber::parse(None, &raw) {
+                        assert_eq!(is_valid(&number), phonenumber::is_valid(&number), "{raw}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "{checked}");
     }
 
     #[test]
