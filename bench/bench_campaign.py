@@ -7,8 +7,9 @@ lines. ``campaign.recipients_per_s`` is N over the time from the start of the up
 message downloaded. ``campaign.peak_rss_mb`` is the server process's peak resident memory
 (VmHWM), ``campaign.peak_rss_small_mb`` the same for a run a tenth the size, to show whether
 memory grows with the list; ``campaign.baseline_idle_rss_mb`` is the server's peak before the
-upload (Python, chDB started, schema migrated), ``campaign.rss_growth_mb`` the creation's share. ``campaign.baseline_csv_parse_per_s`` is Python's csv module merely
-reading the same file, the floor of any Python implementation.
+upload (Python, chDB started, schema migrated), ``campaign.rss_growth_mb`` the creation's share.
+``campaign.baseline_csv_parse_per_s`` is Python's csv module merely reading the same file, the
+floor of any implementation that makes a Python object per row.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,12 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shortcore import accounts
+from shortcore import accounts, routing
 from shortcore.analytics import DATABASE, AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import control_routes, create_control_app
 from shortcore.openapi import openapi_document
+from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 
 SECRET = "control test secret"
@@ -255,6 +258,54 @@ def test_transactional_message(app_client: TestClient, key: str) -> None:
     assert row["segments"] == 1 and row["encoding"] == "GSM-7"
     campaign = app_client.get(f"/api/v1/campaigns/{row['campaign_id']}", headers=auth(key)).json()
     assert campaign["recipients"] == 1 and campaign["destinations"] == ["https://shop.example/track/123"]
+
+
+def test_transactional_routing_data_is_swept_after_the_retention(
+    app_client: TestClient, key: str, redis_url: str
+) -> None:
+    async def redis_call(name: str, *args: Any) -> Any:
+        redis = connect(redis_url)
+        try:
+            return await getattr(redis, name)(*args)
+        finally:
+            await redis.aclose()
+
+    def send(**fields: Any) -> dict[str, Any]:
+        body = {"to": PHONE, "text": "Your code: https://shop.example/c", **fields}
+        response = app_client.post("/api/v1/messages", json=body, headers=auth(key))
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    before = asyncio.run(redis_call("zcard", routing.RANGES_KEY))
+    started = time.time()
+    sent = [send()["campaign_id"] for _ in range(5)]
+    expiring = send(expires_at=started + 7_200)["campaign_id"]
+    retention = Settings().transactional_days * 86_400
+    for campaign_id in sent:
+        score = asyncio.run(redis_call("zscore", routing.EXPIRING_KEY, campaign_id))
+        assert started + retention <= score <= time.time() + retention
+    assert asyncio.run(redis_call("zscore", routing.EXPIRING_KEY, expiring)) == pytest.approx(started + 7_200)
+    assert asyncio.run(redis_call("zcard", routing.RANGES_KEY)) == before + 6
+
+    # The message with its own expiry goes first; the others at the end of the retention.
+    asyncio.run(routing_sweep(redis_url, started + 7_201))
+    assert app_client.get(f"/api/v1/campaigns/{expiring}", headers=auth(key)).status_code == 404
+    assert app_client.get(f"/api/v1/campaigns/{sent[0]}", headers=auth(key)).status_code == 200
+    asyncio.run(routing_sweep(redis_url, time.time() + retention + 1))
+    for campaign_id in sent:
+        assert app_client.get(f"/api/v1/campaigns/{campaign_id}", headers=auth(key)).status_code == 404
+        assert asyncio.run(redis_call("exists", routing.CAMPAIGN_KEY + campaign_id)) == 0
+    # Redis is back where it was: the routing data of transactional messages does not pile up.
+    assert asyncio.run(redis_call("zcard", routing.RANGES_KEY)) <= before
+
+
+async def routing_sweep(redis_url: str, now: float) -> None:
+    redis = connect(redis_url)
+    try:
+        while await routing.sweep_expired(redis, now) > 0:
+            pass
+    finally:
+        await redis.aclose()
 
 
 @pytest.mark.parametrize(

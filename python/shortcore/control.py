@@ -19,6 +19,7 @@ import hashlib
 import io
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -429,16 +430,27 @@ async def send_message(request: Request) -> Response:
         raise ApiError(422, "invalid_field", "'id' must be a string or an integer")
     data["recipients"] = [{"phone": to} if recipient_id is None else {"phone": to, "id": recipient_id}]
     data.setdefault("name", "transactional")
-    created, first = await _create_campaign(_state(request), account, data, None)
+    state = _state(request)
+    # One campaign per message: its routing data is swept after the retention (or its own
+    # expiry), so Redis holds a window of messages, not every message ever sent.
+    expires_at = _time(data, "expires_at")
+    remove_at = expires_at if expires_at is not None else time.time() + state.settings.transactional_days * 86_400
+    created, first = await _create_campaign(state, account, data, None, remove_at=remove_at)
     if first is None:  # _create_campaign refuses a campaign without a valid recipient
         raise ApiError(422, "invalid_field", "'to' is not a valid phone number")
     return JSONResponse({**first, "campaign_id": created["id"]}, status_code=201)
 
 
 async def _create_campaign(
-    state: ControlState, account: Account, data: dict[str, Any], upload: UploadFile | None
+    state: ControlState,
+    account: Account,
+    data: dict[str, Any],
+    upload: UploadFile | None,
+    *,
+    remove_at: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Creates a campaign; returns the creation summary and the first recipient's message row."""
+    """Creates a campaign; returns the creation summary and the first recipient's message row.
+    With ``remove_at``, its routing data is swept from Redis after that time."""
     try:
         spec = _campaign_request(data, upload)
         template = prepare_template(spec.text, scheme=spec.scheme, only_last=spec.only_last)
@@ -512,6 +524,7 @@ async def _create_campaign(
                 expires_at=spec.expires_at,
                 token_length=domain.token_length,
                 seq_start=seq_start,
+                remove_at=remove_at,
             )
         except BaseException:
             await state.analytics.run(_delete_campaign_rows, campaign_id)
@@ -1036,10 +1049,12 @@ def create_control_app(
                 name="shortcore-sink",
             )
         sender = asyncio.create_task(hooks.run(stop), name="shortcore-webhooks") if send_webhooks else None
+        sweeper = asyncio.create_task(routing.sweep_forever(client, stop), name="shortcore-routing-sweeper")
         try:
             yield
         finally:
             stop.set()
+            await sweeper
             if sink_task is not None:
                 await sink_task
             if sender is not None:
