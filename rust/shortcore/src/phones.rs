@@ -60,33 +60,18 @@ fn e164(number: &phonenumber::PhoneNumber) -> String {
     out
 }
 
-/// `phonenumber::is_valid`, answered with fewer pattern matches: a number is valid when its
-/// region's general pattern and any one type's pattern match. The crate tests every type in a
-/// fixed order to name the type (premium rate first, mobile last): eleven regex searches for a
-/// mobile number, half the cost of normalising one. Testing mobile and fixed line first gives the
-/// same answer in three. A test checks it against the crate on numbers of every region.
+/// `phonenumber::is_valid`, answered faster and with the same result (a test checks it against
+/// the crate on numbers of every region).
+///
+/// A number is valid when its region's general pattern and any one type's pattern match. The
+/// crate tests every type in a fixed order to name the type (premium rate first, mobile last):
+/// eleven regex searches for a mobile number. Testing mobile and fixed line first gives the answer
+/// in three. And the crate's patterns live in one LRU cache of compiled regexes behind a global
+/// mutex, looked up by hashing the pattern's text on every use; here each thread compiles the
+/// patterns of the regions it meets once ([`RegionPatterns`]), the same sources with the same
+/// options.
 fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
-    use phonenumber::metadata::{Metadata, DATABASE};
-
-    fn has_type(meta: &Metadata, national: &str) -> bool {
-        let d = meta.descriptors();
-        d.general().is_match(national)
-            && [
-                d.mobile(),
-                d.fixed_line(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ]
-            .into_iter()
-            .flatten()
-            .any(|desc| desc.is_match(national))
-    }
+    use phonenumber::metadata::DATABASE;
 
     let database = &*DATABASE;
     let code = number.code().value();
@@ -104,10 +89,10 @@ fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
     } else {
         regions.iter().find_map(|region| {
             let meta = database.by_id(*region)?;
-            let applies = match meta.leading_digits() {
+            let applies = RegionPatterns::with(meta, |patterns| match &patterns.leading_digits {
                 Some(pattern) => pattern.find(&national).is_some_and(|m| m.start() == 0),
-                None => has_type(meta, &national),
-            };
+                None => patterns.has_type(&national),
+            });
             if applies {
                 region.parse::<Id>().ok().and_then(|id| database.by_id(id.as_ref()))
             } else {
@@ -115,7 +100,89 @@ fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
             }
         })
     };
-    meta.is_some_and(|meta| has_type(meta, &national))
+    meta.is_some_and(|meta| RegionPatterns::with(meta, |patterns| patterns.has_type(&national)))
+}
+
+/// One number-type pattern: the possible lengths and the national-number regex.
+struct TypePattern {
+    lengths: Vec<u16>,
+    regex: Option<regex::Regex>,
+}
+
+impl TypePattern {
+    fn new(desc: &phonenumber::metadata::Descriptor) -> Self {
+        Self {
+            lengths: desc.possible_length().to_vec(),
+            regex: compile(desc.national_number().as_str()),
+        }
+    }
+
+    /// As `Descriptor::is_match`: a possible length, and the pattern found at the start.
+    fn is_match(&self, value: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16)))
+            && self
+                .regex
+                .as_ref()
+                .is_some_and(|regex| regex.find(value).is_some_and(|m| m.start() == 0))
+    }
+}
+
+fn compile(source: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(source).ignore_whitespace(true).build().ok()
+}
+
+/// A region's validity patterns, compiled once per thread.
+struct RegionPatterns {
+    general: TypePattern,
+    /// Mobile and fixed line first: most numbers are one of them.
+    types: Vec<TypePattern>,
+    leading_digits: Option<regex::Regex>,
+}
+
+impl RegionPatterns {
+    fn new(meta: &phonenumber::metadata::Metadata) -> Self {
+        let d = meta.descriptors();
+        let types = [
+            d.mobile(),
+            d.fixed_line(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ];
+        Self {
+            general: TypePattern::new(d.general()),
+            types: types.into_iter().flatten().map(TypePattern::new).collect(),
+            leading_digits: meta.leading_digits().and_then(|pattern| compile(pattern.as_str())),
+        }
+    }
+
+    fn has_type(&self, national: &str) -> bool {
+        self.general.is_match(national) && self.types.iter().any(|pattern| pattern.is_match(national))
+    }
+
+    /// Runs `f` with `meta`'s patterns. The metadata is a static database, so its address names
+    /// the region for the life of the process.
+    fn with<T>(meta: &phonenumber::metadata::Metadata, f: impl FnOnce(&Self) -> T) -> T {
+        thread_local! {
+            static COMPILED: std::cell::RefCell<std::collections::HashMap<usize, std::rc::Rc<RegionPatterns>>> =
+                std::cell::RefCell::default();
+        }
+        let key = std::ptr::from_ref(meta) as usize;
+        let patterns = COMPILED.with(|compiled| {
+            std::rc::Rc::clone(
+                compiled
+                    .borrow_mut()
+                    .entry(key)
+                    .or_insert_with(|| std::rc::Rc::new(Self::new(meta))),
+            )
+        });
+        f(&patterns)
+    }
 }
 
 /// Longest raw input worth parsing: E.164 has at most 15 digits, and formatting, an extension or
