@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -110,9 +111,13 @@ class MessageBatches:
         return self._rows.encode(recipients.spool, size)
 
     def chunks(self, recipients: RecipientList, size: int) -> Iterator[bytes]:
-        """Every remaining recipient's rows, ``size`` recipients a chunk."""
-        while (chunk := self.encode(recipients, size)) is not None:
-            yield chunk
+        """Every remaining recipient's rows, ``size`` recipients a chunk. The next chunk is rendered
+        on another thread while the caller stores this one (both run without the GIL)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shortcore-render") as ahead:
+            pending = ahead.submit(self.encode, recipients, size)
+            while (chunk := pending.result()) is not None:
+                pending = ahead.submit(self.encode, recipients, size)
+                yield chunk
 
     @property
     def totals(self) -> MessageTotals:
