@@ -19,6 +19,9 @@ use crate::phones::{FirstSeen, PhoneError, PhoneNormalizer};
 pub const MAX_COLUMNS: usize = 100;
 /// At most this many characters in a CSV field; a longer one rejects its row.
 pub const MAX_FIELD_CHARACTERS: usize = 1_000;
+/// A row longer than this is refused without being held: no legitimate row (100 columns of 1,000
+/// characters) comes near it.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// A rejection keeps at most this many characters of the value.
 const VALUE_CHARACTERS: usize = 40;
 /// Rows normalised together: enough to spread over every core, small enough to stay flat.
@@ -368,6 +371,8 @@ pub struct CsvRecipients {
     /// Quote characters in the current record's raw bytes: odd at the end of the file means a
     /// quote was opened and never closed.
     quotes: usize,
+    /// The current record outgrew the limits and is being skipped.
+    overlong: bool,
     last_byte: Option<u8>,
     started: bool,
     finished: bool,
@@ -391,6 +396,7 @@ impl CsvRecipients {
             ends_len: 0,
             newlines: 0,
             quotes: 0,
+            overlong: false,
             last_byte: None,
             started: false,
             finished: false,
@@ -455,11 +461,22 @@ impl CsvRecipients {
             match result {
                 csv_core::ReadRecordResult::OutputFull => {
                     let len = self.record.len();
-                    self.record.resize(len * 2, 0);
+                    if len >= MAX_RECORD_BYTES {
+                        // The row is refused whole: read on to its end, keeping none of it.
+                        self.overlong = true;
+                        self.record_len = 0;
+                    } else {
+                        self.record.resize(len * 2, 0);
+                    }
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
                     let len = self.ends.len();
-                    self.ends.resize(len * 2, 0);
+                    if len > MAX_COLUMNS * 2 {
+                        self.overlong = true;
+                        self.ends_len = 0;
+                    } else {
+                        self.ends.resize(len * 2, 0);
+                    }
                 }
                 csv_core::ReadRecordResult::Record => {
                     // A record ends on a line end it has consumed, or on the one that follows.
@@ -473,7 +490,11 @@ impl CsvRecipients {
                     } else {
                         self.newlines + 1
                     };
-                    let outcome = self.record(line, eof, spool);
+                    let outcome = if std::mem::take(&mut self.overlong) {
+                        self.overlong_record(line, spool)
+                    } else {
+                        self.record(line, eof, spool)
+                    };
                     self.record_len = 0;
                     self.quotes = 0;
                     self.ends_len = 0;
@@ -482,6 +503,20 @@ impl CsvRecipients {
                 csv_core::ReadRecordResult::InputEmpty | csv_core::ReadRecordResult::End => return Ok(()),
             }
         }
+    }
+
+    fn overlong_record(&self, line: u32, spool: &mut RecipientSpool) -> Result<(), ListError> {
+        if self.header.is_none() {
+            return Err(ListError(format!(
+                "line {line}: the CSV header is over {MAX_COLUMNS} columns or {MAX_RECORD_BYTES} bytes"
+            )));
+        }
+        spool.reject(
+            line,
+            "",
+            format!("the row is over {MAX_RECORD_BYTES} bytes or {} fields", MAX_COLUMNS * 2),
+        );
+        Ok(())
     }
 
     fn record(&mut self, line: u32, at_end: bool, spool: &mut RecipientSpool) -> Result<(), ListError> {
@@ -653,6 +688,21 @@ mod tests {
             let error = read_all(text, 3).err().unwrap_or_else(|| panic!("{text:?} was read"));
             assert!(error.0.contains(message), "{error} for {text:?}");
         }
+    }
+
+    #[test]
+    fn huge_rows_are_refused_without_being_held() {
+        let huge = "x".repeat(3 * MAX_RECORD_BYTES);
+        let many = ",".repeat(MAX_COLUMNS * 10);
+        let text = format!("phone,note\n+4915123456789,{huge}\n+4915123456780,{many}\n+4915123456781,ok\n");
+        let mut spool = read_all(text.as_bytes(), 64 * 1024).unwrap();
+        let lines: Vec<u32> = spool.invalid.kept.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [2, 3]);
+        assert_eq!(spool.read(10).unwrap()[0].line, 4);
+        let mut csv = CsvRecipients::new();
+        csv.feed(b"phone,", &mut spool).unwrap();
+        csv.feed(many.as_bytes(), &mut spool).unwrap();
+        assert!(csv.feed(b"\n", &mut spool).unwrap_err().0.contains("header"));
     }
 
     #[test]
