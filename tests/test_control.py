@@ -105,6 +105,27 @@ def test_csv_upload(app_client: TestClient, key: str) -> None:
     assert "https://" not in first["text"].split("!", 1)[1]  # schemes dropped from short links
 
 
+def test_csv_upload_reports_rows_and_broken_files_by_line(app_client: TestClient, key: str) -> None:
+    def upload(csv: bytes) -> Any:
+        return app_client.post(
+            "/api/v1/campaigns", data={"text": TEXT}, files={"recipients": ("l.csv", csv)}, headers=auth(key)
+        )
+
+    rows = b'phone,note\r\n+4915123456789,"two\r\nlines"\r\n+4915123456789,dup\r\n+4915123456780,'
+    created = upload(rows + b"x" * 1_100_000 + b"\r\n+4915123456781,ok").json()
+    assert created["recipients"] == 2
+    assert [(e["line"], e["reason"]) for e in created["errors"]["duplicates"]] == [(4, "duplicate of line 3")]
+    assert [e["line"] for e in created["errors"]["invalid"]] == [5]
+    messages = [orjson.loads(line) for line in app_client.get(created["messages_url"], headers=auth(key)).iter_lines()]
+    assert [m["phone"] for m in messages] == ["+4915123456789", "+4915123456781"]
+    broken = upload(b"phone\n+4915123456789\n+49151\x0023456780\n")
+    assert broken.status_code == 422
+    assert broken.json()["error"] == {
+        "code": "invalid_recipients",
+        "message": "line 3: the file contains a NUL character",
+    }
+
+
 def test_accounts_are_isolated(app_client: TestClient, key: str, redis_url: str) -> None:
     created = create(app_client, key).json()
     other = _new_account(redis_url, "other")
@@ -185,6 +206,10 @@ JSON = {"content-type": "application/json"}
         ({"content": b"phone\n1", "headers": {"content-type": "text/csv"}}, 415, "unsupported_media_type"),
         (as_form(b"name\nAna\n"), 422, "invalid_recipients"),
         (as_form(b"phone\n\xff\xfe\n"), 422, "invalid_recipients"),
+        (as_form(b'phone\n+4915123456789\n"+4915123456780\0\n'), 422, "invalid_recipients"),
+        (as_form(b'phone\n+4915123456789\n"+4915123456780\n'), 422, "invalid_recipients"),
+        (as_form(b"phone," + b"c," * 300 + b"x\n"), 422, "invalid_recipients"),
+        (as_form(b"phone\n" + b"x" * 1_100_000 + b"\n"), 422, "no_recipients"),
         (as_form(b"phone\n1\n", field="other"), 422, "invalid_field"),
         (as_form(b"phone\n+4915123456789\n", text="no link"), 422, "invalid_field"),
         (as_form(b"phone\n+4915123456789\n", utm="{x"), 422, "invalid_field"),
