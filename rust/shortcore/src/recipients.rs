@@ -22,6 +22,8 @@ pub const MAX_FIELD_CHARACTERS: usize = 1_000;
 /// A row longer than this is refused without being held: no legitimate row (100 columns of 1,000
 /// characters) comes near it.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// A row with more fields than this is refused the same way.
+pub const MAX_RECORD_FIELDS: usize = 256;
 /// A rejection keeps at most this many characters of the value.
 const VALUE_CHARACTERS: usize = 40;
 /// Rows normalised together: enough to spread over every core, small enough to stay flat.
@@ -471,7 +473,7 @@ impl CsvRecipients {
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
                     let len = self.ends.len();
-                    if len > MAX_COLUMNS * 2 {
+                    if len >= MAX_RECORD_FIELDS {
                         self.overlong = true;
                         self.ends_len = 0;
                     } else {
@@ -508,13 +510,13 @@ impl CsvRecipients {
     fn overlong_record(&self, line: u32, spool: &mut RecipientSpool) -> Result<(), ListError> {
         if self.header.is_none() {
             return Err(ListError(format!(
-                "line {line}: the CSV header is over {MAX_COLUMNS} columns or {MAX_RECORD_BYTES} bytes"
+                "line {line}: the CSV header is over {MAX_RECORD_FIELDS} columns or {MAX_RECORD_BYTES} bytes"
             )));
         }
         spool.reject(
             line,
             "",
-            format!("the row is over {MAX_RECORD_BYTES} bytes or {} fields", MAX_COLUMNS * 2),
+            format!("the row is over {MAX_RECORD_BYTES} bytes or {MAX_RECORD_FIELDS} fields"),
         );
         Ok(())
     }
