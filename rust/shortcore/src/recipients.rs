@@ -187,6 +187,10 @@ impl RecipientSpool {
     /// When the spool file cannot be written or rewound.
     pub fn finish(&mut self) -> io::Result<()> {
         self.settle()?;
+        // The duplicate check is the one part that grows with the list (tens of MB at a million
+        // numbers); rendering and storing do not need it.
+        self.seen = FirstSeen::new();
+        self.pending = Vec::new();
         if let Some(writer) = self.writer.take() {
             let mut file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
             file.seek(SeekFrom::Start(0))?;
