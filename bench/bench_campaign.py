@@ -6,8 +6,10 @@ directory; this script uploads the CSV over loopback HTTP, then downloads every 
 lines. ``campaign.recipients_per_s`` is N over the time from the start of the upload to the last
 message downloaded. ``campaign.peak_rss_mb`` is the server process's peak resident memory
 (VmHWM), ``campaign.peak_rss_small_mb`` the same for a run a tenth the size, to show whether
-memory grows with the list. ``campaign.baseline_csv_parse_per_s`` is Python's csv module merely
-reading the same file, the floor of any Python implementation.
+memory grows with the list; ``campaign.baseline_idle_rss_mb`` is the server's peak before the
+upload (Python, chDB started, schema migrated), ``campaign.rss_growth_mb`` the creation's share.
+``campaign.baseline_csv_parse_per_s`` is Python's csv module merely reading the same file, the
+floor of any implementation that makes a Python object per row.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
+def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float, float]:
     import httpx2 as httpx
 
     from shortcore import accounts
@@ -83,6 +85,7 @@ def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
                         raise
                     time.sleep(0.1)
             body = _csv(rows)
+            idle_rss = _peak_rss_mb(server.pid)
             started = time.perf_counter()
             created = client.post(
                 "/api/v1/campaigns",
@@ -97,7 +100,7 @@ def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float]:
             elapsed = time.perf_counter() - started
             if count != rows or created.json()["recipients"] != rows:
                 raise SystemExit(f"expected {rows} messages, got {count}")
-            return rows / elapsed, _peak_rss_mb(server.pid)
+            return rows / elapsed, _peak_rss_mb(server.pid), idle_rss
     finally:
         server.terminate()
         server.wait(30)
@@ -112,8 +115,8 @@ def run(quick: bool) -> dict[str, float]:
         store = EmbeddedStore(Path(tmp))
         url = store.start()
         try:
-            _, small_rss = _one_run(rows // 10, url, Path(tmp))
-            rate, rss = _one_run(rows, url, Path(tmp))
+            _, small_rss, _ = _one_run(rows // 10, url, Path(tmp))
+            rate, rss, idle_rss = _one_run(rows, url, Path(tmp))
         finally:
             store.stop()
     body = _csv(rows).decode()
@@ -125,6 +128,8 @@ def run(quick: bool) -> dict[str, float]:
         "campaign.recipients_per_s": rate,
         "campaign.peak_rss_mb": rss,
         "campaign.peak_rss_small_mb": small_rss,
+        "campaign.baseline_idle_rss_mb": idle_rss,
+        "campaign.rss_growth_mb": rss - idle_rss,
         "campaign.rows": float(rows),
         "campaign.baseline_csv_parse_per_s": parse_rate,
         "campaign.ratio_to_csv_parse": rate / parse_rate,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,12 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shortcore import accounts
+from shortcore import accounts, routing
 from shortcore.analytics import DATABASE, AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import control_routes, create_control_app
 from shortcore.openapi import openapi_document
+from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 
 SECRET = "control test secret"
@@ -102,6 +105,27 @@ def test_csv_upload(app_client: TestClient, key: str) -> None:
     assert "https://" not in first["text"].split("!", 1)[1]  # schemes dropped from short links
 
 
+def test_csv_upload_reports_rows_and_broken_files_by_line(app_client: TestClient, key: str) -> None:
+    def upload(csv: bytes) -> Any:
+        return app_client.post(
+            "/api/v1/campaigns", data={"text": TEXT}, files={"recipients": ("l.csv", csv)}, headers=auth(key)
+        )
+
+    rows = b'phone,note\r\n+4915123456789,"two\r\nlines"\r\n+4915123456789,dup\r\n+4915123456780,'
+    created = upload(rows + b"x" * 1_100_000 + b"\r\n+4915123456781,ok").json()
+    assert created["recipients"] == 2
+    assert [(e["line"], e["reason"]) for e in created["errors"]["duplicates"]] == [(4, "duplicate of line 3")]
+    assert [e["line"] for e in created["errors"]["invalid"]] == [5]
+    messages = [orjson.loads(line) for line in app_client.get(created["messages_url"], headers=auth(key)).iter_lines()]
+    assert [m["phone"] for m in messages] == ["+4915123456789", "+4915123456781"]
+    broken = upload(b"phone\n+4915123456789\n+49151\x0023456780\n")
+    assert broken.status_code == 422
+    assert broken.json()["error"] == {
+        "code": "invalid_recipients",
+        "message": "line 3: the file contains a NUL character",
+    }
+
+
 def test_accounts_are_isolated(app_client: TestClient, key: str, redis_url: str) -> None:
     created = create(app_client, key).json()
     other = _new_account(redis_url, "other")
@@ -182,6 +206,10 @@ JSON = {"content-type": "application/json"}
         ({"content": b"phone\n1", "headers": {"content-type": "text/csv"}}, 415, "unsupported_media_type"),
         (as_form(b"name\nAna\n"), 422, "invalid_recipients"),
         (as_form(b"phone\n\xff\xfe\n"), 422, "invalid_recipients"),
+        (as_form(b'phone\n+4915123456789\n"+4915123456780\0\n'), 422, "invalid_recipients"),
+        (as_form(b'phone\n+4915123456789\n"+4915123456780\n'), 422, "invalid_recipients"),
+        (as_form(b"phone," + b"c," * 300 + b"x\n"), 422, "invalid_recipients"),
+        (as_form(b"phone\n" + b"x" * 1_100_000 + b"\n"), 422, "no_recipients"),
         (as_form(b"phone\n1\n", field="other"), 422, "invalid_field"),
         (as_form(b"phone\n+4915123456789\n", text="no link"), 422, "invalid_field"),
         (as_form(b"phone\n+4915123456789\n", utm="{x"), 422, "invalid_field"),
@@ -255,6 +283,54 @@ def test_transactional_message(app_client: TestClient, key: str) -> None:
     assert row["segments"] == 1 and row["encoding"] == "GSM-7"
     campaign = app_client.get(f"/api/v1/campaigns/{row['campaign_id']}", headers=auth(key)).json()
     assert campaign["recipients"] == 1 and campaign["destinations"] == ["https://shop.example/track/123"]
+
+
+def test_transactional_routing_data_is_swept_after_the_retention(
+    app_client: TestClient, key: str, redis_url: str
+) -> None:
+    async def redis_call(name: str, *args: Any) -> Any:
+        redis = connect(redis_url)
+        try:
+            return await getattr(redis, name)(*args)
+        finally:
+            await redis.aclose()
+
+    def send(**fields: Any) -> dict[str, Any]:
+        body = {"to": PHONE, "text": "Your code: https://shop.example/c", **fields}
+        response = app_client.post("/api/v1/messages", json=body, headers=auth(key))
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    before = asyncio.run(redis_call("zcard", routing.RANGES_KEY))
+    started = time.time()
+    sent = [send()["campaign_id"] for _ in range(5)]
+    expiring = send(expires_at=started + 7_200)["campaign_id"]
+    retention = Settings().transactional_days * 86_400
+    for campaign_id in sent:
+        score = asyncio.run(redis_call("zscore", routing.EXPIRING_KEY, campaign_id))
+        assert started + retention <= score <= time.time() + retention
+    assert asyncio.run(redis_call("zscore", routing.EXPIRING_KEY, expiring)) == pytest.approx(started + 7_200)
+    assert asyncio.run(redis_call("zcard", routing.RANGES_KEY)) == before + 6
+
+    # The message with its own expiry goes first; the others at the end of the retention.
+    asyncio.run(routing_sweep(redis_url, started + 7_201))
+    assert app_client.get(f"/api/v1/campaigns/{expiring}", headers=auth(key)).status_code == 404
+    assert app_client.get(f"/api/v1/campaigns/{sent[0]}", headers=auth(key)).status_code == 200
+    asyncio.run(routing_sweep(redis_url, time.time() + retention + 1))
+    for campaign_id in sent:
+        assert app_client.get(f"/api/v1/campaigns/{campaign_id}", headers=auth(key)).status_code == 404
+        assert asyncio.run(redis_call("exists", routing.CAMPAIGN_KEY + campaign_id)) == 0
+    # Redis is back where it was: the routing data of transactional messages does not pile up.
+    assert asyncio.run(redis_call("zcard", routing.RANGES_KEY)) <= before
+
+
+async def routing_sweep(redis_url: str, now: float) -> None:
+    redis = connect(redis_url)
+    try:
+        while await routing.sweep_expired(redis, now) > 0:
+            pass
+    finally:
+        await redis.aclose()
 
 
 @pytest.mark.parametrize(

@@ -185,3 +185,59 @@ def test_ten_thousand_links_cost_no_key_each(redis_url: str) -> None:
         await redis.aclose()
 
     asyncio.run(main())
+
+
+def test_routing_data_is_swept_after_remove_at(redis_url: str) -> None:
+    async def main() -> None:
+        redis = connect(redis_url)
+        cache = RouteCache(redis, poll_interval=0.2)
+        watcher = asyncio.create_task(cache.watch())
+        for _ in range(100):
+            if cache.connected:
+                break
+            await asyncio.sleep(0.02)
+        now = time.time()
+
+        async def register(name: str, remove_at: float | None) -> Campaign:
+            return await routing.register_campaign(
+                redis,
+                id=f"sweep-{name}-{now}",
+                account="acc",
+                domain="ul.example",
+                recipients=2,
+                destinations=["https://a.example"],
+                remove_at=remove_at,
+            )
+
+        due = [await register(f"due{i}", now - 10 + i) for i in range(3)]
+        later = await register("later", now + 3_600)
+        kept = await register("kept", None)
+        assert await cache.load(due[0].seq_start) == due[0]
+        assert await redis.zscore(routing.EXPIRING_KEY, later.id) == pytest.approx(now + 3_600)
+        assert await redis.zscore(routing.EXPIRING_KEY, kept.id) is None
+
+        # Oldest first, at most `limit` a call (the shared Valkey may hold other tests' due ones).
+        while await routing.sweep_expired(redis, now, limit=2) == 2:
+            pass
+        for campaign in due:
+            assert await redis.exists(routing.CAMPAIGN_KEY + campaign.id) == 0
+            assert await redis.zscore(routing.RANGES_KEY, campaign.id) is None
+            assert await redis.zscore(routing.EXPIRING_KEY, campaign.id) is None
+        # Edges drop the campaign from memory and then find nothing for its tokens.
+        for _ in range(100):
+            if cache.find(due[0].seq_start, time.monotonic()) != due[0]:
+                break
+            await asyncio.sleep(0.02)
+        assert await cache.load(due[0].seq_start) is None
+        assert await cache.load(later.seq_start) == later
+        assert await cache.load(kept.seq_start) == kept
+
+        assert await routing.sweep_expired(redis, now + 3_601) >= 1
+        assert await redis.exists(routing.CAMPAIGN_KEY + later.id) == 0
+        assert await redis.exists(routing.CAMPAIGN_KEY + kept.id) == 1
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+        await redis.aclose()
+
+    asyncio.run(main())

@@ -9,9 +9,11 @@ __all__ = [
     "Classifier",
     "FirstSeen",
     "InvalidArgumentError",
+    "MessageRows",
     "MessageSize",
     "MessageTemplate",
     "PhoneNormalizer",
+    "RecipientSpool",
     "RenderedMessage",
     "ShortcoreError",
     "TokenCodec",
@@ -141,6 +143,80 @@ class PhoneNormalizer:
         """The number in E.164; InvalidArgumentError with the reason when it is not valid."""
     def normalize_many(self, raws: list[str]) -> list[tuple[str | None, str | None]]:
         """``(e164, None)`` or ``(None, reason)`` per number, in order, on every core without the GIL."""
+
+_Recipient = tuple[int, str, str | None, list[tuple[str, str]]]
+
+@final
+class RecipientSpool:
+    """A recipient list read into a nameless temporary file: phones normalised to E.164 on every
+    core, duplicates found, refused rows kept as ``(line, value, reason)`` (at most
+    ``max_rejections`` of each kind, all counted)."""
+
+    def __new__(
+        cls, default_region: str | None = None, directory: str | None = None, max_rejections: int = 10_000
+    ) -> RecipientSpool:
+        """InvalidArgumentError for an unknown region."""
+    def feed_csv(self, chunk: bytes) -> None:
+        """Reads the next chunk of a CSV list (header first), without the GIL; InvalidArgumentError
+        when the file cannot be read as a list."""
+    def finish_csv(self) -> None:
+        """Reads the end of a CSV list; InvalidArgumentError for an empty file or an open quote."""
+    def add(self, rows: list[_Recipient]) -> None:
+        """Adds ``(line, phone, id, fields)`` rows whose shape the caller checked."""
+    def reject(self, line: int, value: str, reason: str) -> None:
+        """Refuses a row for its shape."""
+    def finish(self) -> None:
+        """Settles the last rows; the spool can then be read."""
+    @property
+    def recipients(self) -> int:
+        """Recipients accepted."""
+    @property
+    def rows_read(self) -> int:
+        """Rows read: accepted, invalid or duplicate."""
+    @property
+    def invalid_count(self) -> int:
+        """Rows refused, in all."""
+    @property
+    def duplicate_count(self) -> int:
+        """Duplicate rows, in all."""
+    def invalid(self) -> list[tuple[int, str, str]]:
+        """The first refused rows."""
+    def duplicates(self) -> list[tuple[int, str, str]]:
+        """The first duplicate rows."""
+    def read(self, count: int) -> list[_Recipient]:
+        """Up to ``count`` accepted recipients ``(line, e164, id, fields)``, in order, after finish()."""
+
+@final
+class MessageRows:
+    """A campaign's messages rendered from a finished RecipientSpool into RowBinary rows of the
+    analytics store's ``messages`` table."""
+
+    def __new__(
+        cls,
+        template: MessageTemplate,
+        codec: TokenCodec,
+        *,
+        campaign_id: str,
+        account: str,
+        base_url: str,
+        seq_start: int,
+        created_at_ms: int,
+        sent_at_ms: int | None = None,
+    ) -> MessageRows: ...
+    def encode(self, spool: RecipientSpool, count: int) -> bytes | None:
+        """The next ``count`` recipients' rows, or None at the end; without the GIL, on every core."""
+    @property
+    def messages(self) -> int:
+        """Messages encoded so far."""
+    @property
+    def segments(self) -> int:
+        """Their SMS segments."""
+    @property
+    def segments_before(self) -> int:
+        """The segments the original text would have taken over the same messages."""
+    @property
+    def first(self) -> tuple[_Recipient, RenderedMessage] | None:
+        """The first recipient and its message, once encoded."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
 """Lowercase names of the headers the classifier reads; the edge stores these with each event."""

@@ -3,29 +3,29 @@
 Creation runs in two passes so that a list of any size streams in flat memory and a campaign owns
 one contiguous token range:
 
-1. ``RecipientSpool`` reads the list (CSV or JSON, through :mod:`shortcore.recipients`), keeps the
-   accepted recipients in a temporary file and counts them, with every invalid and duplicate row
-   and its reason;
+1. :class:`~shortcore.recipients.RecipientList` reads the list (CSV or JSON), keeps the accepted
+   recipients in a temporary file and counts them, with every invalid and duplicate row and its
+   reason;
 2. the range ``recipients * links`` is allocated, and ``MessageBatches`` renders the spooled
-   recipients a batch at a time in Rust (:meth:`MessageTemplate.render_recipients`), giving the
-   rows for the analytics store's ``messages`` table and for the sender's output.
+   recipients a batch at a time in Rust (``MessageTemplate::render_recipients`` on every core),
+   straight into ``RowBinary`` rows for the analytics store's ``messages`` table, from which the
+   sender's output is read.
 
 The store side (allocation, routing data, inserts and their undo) lives with the control API; this
-module has no I/O but the spool file.
+module has no I/O.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
 
-import orjson
-
+from shortcore._core import MessageRows
 from shortcore.links import MessageTemplate, RenderedMessage
-from shortcore.recipients import Recipient, RecipientBatch, Rejection
+from shortcore.recipients import Recipient, RecipientList, Rejection
 from shortcore.tokens import TokenCodec
 
 # Ten concatenated segments is the most most carriers deliver; 1,600 characters allows them with room.
@@ -55,72 +55,6 @@ def prepare_template(text: object, *, scheme: str = "keep", only_last: bool = Fa
     if not template.destinations:
         raise CampaignError("'text' has no http://, https:// or www. link to shorten")
     return template
-
-
-@dataclass(slots=True)
-class SpoolSummary:
-    """What reading the list found."""
-
-    recipients: int = 0
-    invalid: list[Rejection] = field(default_factory=list)
-    duplicates: list[Rejection] = field(default_factory=list)
-    rows_read: int = 0
-
-
-class RecipientSpool:
-    """Accepted recipients in a temporary file, one JSON line each, read back in batches.
-
-    Only rejections are kept in memory (they are reported in full); at most ``max_rejections`` of
-    each kind, the rest only counted.
-    """
-
-    def __init__(self, directory: str | None = None, max_rejections: int = 10_000) -> None:
-        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
-        self._max_rejections = max_rejections
-        self.summary = SpoolSummary()
-        self.invalid_count = 0
-        self.duplicate_count = 0
-
-    def add(self, batch: RecipientBatch) -> None:
-        write = self._file.write
-        for recipient in batch.accepted:
-            write(orjson.dumps([recipient.line, recipient.phone, recipient.id, recipient.fields]))
-            write(b"\n")
-        self.summary.recipients += len(batch.accepted)
-        self.invalid_count += len(batch.invalid)
-        self.duplicate_count += len(batch.duplicates)
-        room = self._max_rejections
-        self.summary.invalid.extend(batch.invalid[: max(0, room - len(self.summary.invalid))])
-        self.summary.duplicates.extend(batch.duplicates[: max(0, room - len(self.summary.duplicates))])
-        self.summary.rows_read += len(batch.accepted) + len(batch.invalid) + len(batch.duplicates)
-
-    def fill(self, batches: Iterable[RecipientBatch]) -> SpoolSummary:
-        for batch in batches:
-            self.add(batch)
-        return self.summary
-
-    def batches(self, size: int) -> Iterator[list[Recipient]]:
-        """The spooled recipients in order, ``size`` at a time."""
-        self._file.flush()
-        self._file.seek(0)
-        batch: list[Recipient] = []
-        for raw in self._file:
-            line, phone, recipient_id, fields = orjson.loads(raw)
-            batch.append(Recipient(line, phone, recipient_id, fields))
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> RecipientSpool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # Column order of the analytics store's `messages` table, as MessageBatches fills it.
@@ -155,62 +89,56 @@ class CampaignRange:
     sent_at: dt.datetime | None = None
 
 
-@dataclass(slots=True)
+class MessageBatches:
+    """Renders a read :class:`RecipientList` in batches, in Rust, into ``RowBinary`` rows of the
+    analytics store's ``messages`` table (:data:`MESSAGE_COLUMNS`): no Python object per row."""
+
+    def __init__(self, template: MessageTemplate, codec: TokenCodec, campaign: CampaignRange) -> None:
+        self._template = template
+        self._rows = MessageRows(
+            template,
+            codec,
+            campaign_id=campaign.campaign_id,
+            account=campaign.account,
+            base_url=campaign.base_url,
+            seq_start=campaign.seq_start,
+            created_at_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+            sent_at_ms=None if campaign.sent_at is None else int(campaign.sent_at.timestamp() * 1000),
+        )
+
+    def encode(self, recipients: RecipientList, size: int) -> bytes | None:
+        """The next ``size`` recipients' rows, or None when every recipient is rendered."""
+        return self._rows.encode(recipients.spool, size)
+
+    def chunks(self, recipients: RecipientList, size: int) -> Iterator[bytes]:
+        """Every remaining recipient's rows, ``size`` recipients a chunk. The next chunk is rendered
+        on another thread while the caller stores this one (both run without the GIL)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shortcore-render") as ahead:
+            pending = ahead.submit(self.encode, recipients, size)
+            while (chunk := pending.result()) is not None:
+                pending = ahead.submit(self.encode, recipients, size)
+                yield chunk
+
+    @property
+    def totals(self) -> MessageTotals:
+        rows = self._rows
+        return MessageTotals(rows.messages, rows.segments, rows.segments_before)
+
+    def first_row(self) -> dict[str, Any] | None:
+        """The first recipient's message row (see :func:`message_row`), once rendered."""
+        first = self._rows.first
+        if first is None:
+            return None
+        (line, phone, recipient_id, fields), message = first
+        recipient = Recipient(line, phone, recipient_id, dict(fields))
+        return message_row(recipient, message, self._template.original_size.segments)
+
+
+@dataclass(frozen=True, slots=True)
 class MessageTotals:
     messages: int = 0
     segments: int = 0
     segments_before: int = 0
-
-
-class MessageBatches:
-    """Renders spooled recipients in batches; yields (columns for the messages table, output rows)."""
-
-    def __init__(self, template: MessageTemplate, codec: TokenCodec, campaign: CampaignRange) -> None:
-        self._template = template
-        self._codec = codec
-        self._campaign = campaign
-        self.totals = MessageTotals()
-        self._next_index = 0
-
-    def render(
-        self, recipients: Sequence[Recipient], with_rows: bool = True
-    ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-        """The batch's columns for the messages table and, ``with_rows``, its output rows."""
-        campaign = self._campaign
-        first = self._next_index
-        rendered: list[RenderedMessage] = self._template.render_recipients(
-            self._codec, campaign.base_url, campaign.seq_start, first, len(recipients)
-        )
-        self._next_index += len(recipients)
-        now = dt.datetime.now(dt.UTC)
-        n = len(recipients)
-        before = self._template.original_size
-        columns: list[list[Any]] = [
-            [campaign.campaign_id] * n,
-            [campaign.account] * n,
-            list(range(first, first + n)),
-            [r.line for r in recipients],
-            [r.phone for r in recipients],
-            [r.id or "" for r in recipients],
-            [r.fields for r in recipients],
-            [m.text for m in rendered],
-            [m.after.encoding for m in rendered],
-            [m.after.characters for m in rendered],
-            [m.after.units for m in rendered],
-            [m.after.segments for m in rendered],
-            [before.segments] * n,
-            [m.short_urls for m in rendered],
-            [campaign.sent_at] * n,
-            [now] * n,
-        ]
-        rows = (
-            [message_row(r, m, before.segments) for r, m in zip(recipients, rendered, strict=True)] if with_rows else []
-        )
-        totals = self.totals
-        totals.messages += n
-        totals.segments += sum(columns[11])
-        totals.segments_before += before.segments * n
-        return columns, rows
 
 
 def message_row(recipient: Recipient, message: RenderedMessage, segments_before: int) -> dict[str, Any]:

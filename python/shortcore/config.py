@@ -47,6 +47,9 @@ class Settings:
     too_soon_seconds: float = 2.0
     #: Seconds a batch of events may wait for Redis before it goes to the spool instead.
     event_timeout: float = 2.0
+    #: Days a transactional message's links keep their routing data in Redis (unless the request
+    #: gives ``expires_at``); after that they answer as unknown links.
+    transactional_days: int = 90
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -72,6 +75,8 @@ class Settings:
             raise ConfigError("cookie_days must be > 0")
         if self.event_timeout <= 0:
             raise ConfigError("event_timeout must be > 0")
+        if self.transactional_days <= 0:
+            raise ConfigError("transactional_days must be > 0")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
         ):

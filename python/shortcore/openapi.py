@@ -239,7 +239,10 @@ def openapi_document() -> dict[str, Any]:
                                         "recipients": {
                                             "type": "string",
                                             "format": "binary",
-                                            "description": "CSV with a header row: phone, optional id, custom columns",
+                                            "description": (
+                                                "CSV (RFC 4180, UTF-8) with a header row: phone, optional id, "
+                                                "custom columns"
+                                            ),
                                         },
                                     },
                                 }
@@ -284,6 +287,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/messages": {
                 "post": {
                     "summary": "One transactional message for one recipient; answers its message row",
+                    "description": (
+                        "Its links resolve until its expires_at, else for SHORTCORE_TRANSACTIONAL_DAYS (90 days); "
+                        "then its routing data is removed and they answer as unknown links."
+                    ),
                     "security": auth,
                     "requestBody": {
                         "required": True,

@@ -8,6 +8,7 @@ holds only per-campaign data and never a key per link:
 ``sc:ranges``               sorted set, member = campaign id, score = its ``seq_start``
 ``sc:campaign:<id>``        the campaign as JSON (:class:`Campaign`)
 ``sc:domain:<host>``        a short domain as JSON (:class:`Domain`)
+``sc:expiring``             sorted set, member = campaign id, score = when its routing data goes
 ``sc:routing:version``      incremented on every change; published with it on ``sc:routing``
 
 Each edge process keeps a :class:`RouteCache`: the campaigns it has met, in memory, looked up by
@@ -15,6 +16,10 @@ binary search over their ranges. A change publishes ``<version> campaign:<id>`` 
 ``domain:<host>``) on ``sc:routing`` and every cache drops that entry; a cache that was
 disconnected compares the version key when it reconnects and starts afresh if it moved. While
 Redis is unreachable, cached campaigns keep redirecting.
+
+Campaigns registered with ``remove_at`` (transactional messages: one campaign each) are listed in
+``sc:expiring``; :func:`sweep_expired` removes their routing data once that time has passed, so
+Redis holds only the messages of the retention window however many are sent.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SEQ_KEY: Final = "sc:seq"
 RANGES_KEY: Final = "sc:ranges"
 CAMPAIGN_KEY: Final = "sc:campaign:"
 DOMAIN_KEY: Final = "sc:domain:"
+EXPIRING_KEY: Final = "sc:expiring"
 VERSION_KEY: Final = "sc:routing:version"
 CHANNEL: Final = "sc:routing"
 
@@ -401,12 +407,14 @@ async def register_campaign(
     seq_start: int | None = None,
     variants: Sequence[VariantRoute] = (),
     variant_seed: str = "",
+    remove_at: float | None = None,
 ) -> Campaign:
     """Stores a campaign's routing data and makes every edge see it.
 
     Allocates ``recipients * len(destinations)`` sequence numbers unless ``seq_start`` is given
     (a range allocated earlier with :func:`allocate_seqs`); with ``variants``, the range has the
-    most links any variant has per recipient. The token length defaults to the domain's.
+    most links any variant has per recipient. The token length defaults to the domain's. With
+    ``remove_at`` (epoch seconds), :func:`sweep_expired` removes the routing data after that time.
     Raises :class:`RoutingError` for a destination that is not http(s) and the like.
     """
     host = normalize_host(domain)
@@ -434,6 +442,10 @@ async def register_campaign(
     campaign = dataclasses.replace(draft, seq_start=seq_start)
     if campaign.seq_end - 1 > codec.max_seq:
         raise RoutingError(f"sequence numbers up to {campaign.seq_end - 1} do not fit {token_length}-character tokens")
+    if remove_at is not None:
+        # Listed for removal before it exists: a crash in between leaves a removal of nothing,
+        # never routing data that no sweep will find.
+        await redis.zadd(EXPIRING_KEY, {campaign.id: float(remove_at)})
     # Data first, then the index: an edge that finds the range always finds the campaign.
     await redis.set(CAMPAIGN_KEY + campaign.id, campaign.to_json())
     await redis.zadd(RANGES_KEY, {campaign.id: campaign.seq_start})
@@ -452,6 +464,32 @@ async def delete_campaign(redis: AnyRedis, campaign_id: str) -> None:
     await redis.zrem(RANGES_KEY, campaign_id)
     await redis.delete(CAMPAIGN_KEY + campaign_id)
     await _publish(redis, f"campaign:{campaign_id}")
+
+
+async def sweep_expired(redis: AnyRedis, now: float, limit: int = 1_000) -> int:
+    """Removes the routing data of campaigns whose ``remove_at`` has passed, at most ``limit`` of
+    them; returns how many. Their tokens then answer as unknown. Safe to run in several
+    processes at once: each removal is idempotent."""
+    due = await redis.zrangebyscore(EXPIRING_KEY, "-inf", now, start=0, num=limit)
+    ids = [cid.decode() if isinstance(cid, bytes) else str(cid) for cid in due]
+    for campaign_id in ids:
+        await delete_campaign(redis, campaign_id)
+    if ids:
+        await redis.zrem(EXPIRING_KEY, *ids)
+    return len(ids)
+
+
+async def sweep_forever(redis: AnyRedis, stop: asyncio.Event, interval: float = 60.0) -> None:
+    """Runs :func:`sweep_expired` every ``interval`` seconds until ``stop`` is set; a Redis
+    outage is logged and retried at the next round."""
+    while not stop.is_set():
+        try:
+            while await sweep_expired(redis, time.time()) > 0 and not stop.is_set():
+                pass
+        except (RedisError, OSError) as exc:
+            log.warning("sweeping expired routing data failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 # ---------------------------------------------------------------------------------------------

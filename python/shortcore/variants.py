@@ -238,7 +238,7 @@ class VariantMessageBatches:
         self._slots = link_slots(variants)
         self._names = [v.name for v in self._variants]
         self._segments_before = [v.template.original_size.segments for v in self._variants]
-        self.totals = MessageTotals()
+        self._messages = self._segments = self._segments_before_total = 0
         self.per_variant = [0] * len(self._variants)
         self._next_index = 0
 
@@ -291,8 +291,11 @@ class VariantMessageBatches:
                 {**message_row(r, m, b), "variant": name}
                 for r, m, b, name in zip(recipients, done, before, names, strict=True)
             ]
-        totals = self.totals
-        totals.messages += n
-        totals.segments += sum(columns[11])
-        totals.segments_before += sum(before)
+        self._messages += n
+        self._segments += sum(columns[11])
+        self._segments_before_total += sum(before)
         return columns, rows
+
+    @property
+    def totals(self) -> MessageTotals:
+        return MessageTotals(self._messages, self._segments, self._segments_before_total)

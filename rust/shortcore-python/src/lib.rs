@@ -8,6 +8,7 @@ mod classify;
 mod errors;
 mod links;
 mod phones;
+mod recipients;
 mod sms;
 mod tokens;
 
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tokens::register(m)?;
     links::register(m)?;
     phones::register(m)?;
+    recipients::register(m)?;
     sms::register(m)?;
     classify::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -77,6 +77,12 @@ pub struct PyMessageTemplate {
     inner: shortcore::MessageTemplate,
 }
 
+impl PyMessageTemplate {
+    pub(crate) fn core(&self) -> &shortcore::MessageTemplate {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl PyMessageTemplate {
     #[new]

@@ -5,6 +5,8 @@
 //! * [`useragent`] — user-agent parsing: browser, OS and device.
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
 //! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
+//! * [`recipients`] — campaign recipient lists: CSV read as it arrives, phones checked, spooled.
+//! * [`messages`] — a campaign's messages as `RowBinary` rows for the analytics store.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
@@ -25,8 +27,10 @@ pub mod classify;
 pub mod edge_event;
 mod error;
 pub mod links;
+pub mod messages;
 mod patterns;
 pub mod phones;
+pub mod recipients;
 pub mod sms;
 pub mod tokens;
 pub mod useragent;

@@ -60,6 +60,131 @@ fn e164(number: &phonenumber::PhoneNumber) -> String {
     out
 }
 
+/// `phonenumber::is_valid`, answered faster and with the same result (a test checks it against
+/// the crate on numbers of every region).
+///
+/// A number is valid when its region's general pattern and any one type's pattern match. The
+/// crate tests every type in a fixed order to name the type (premium rate first, mobile last):
+/// eleven regex searches for a mobile number. Testing mobile and fixed line first gives the answer
+/// in three. And the crate's patterns live in one LRU cache of compiled regexes behind a global
+/// mutex, looked up by hashing the pattern's text on every use; here each thread compiles the
+/// patterns of the regions it meets once ([`RegionPatterns`]), the same sources with the same
+/// options.
+fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
+    use phonenumber::metadata::DATABASE;
+
+    let database = &*DATABASE;
+    let code = number.code().value();
+    let national = number.national().to_string();
+    let Some(regions) = database.region(&code) else {
+        return false;
+    };
+    // Which region's rules apply: as the crate's `source_for` decides it.
+    let meta = if let [region] = regions.as_slice() {
+        if *region == "001" {
+            database.by_code(&code).and_then(|metas| metas.into_iter().next())
+        } else {
+            region.parse::<Id>().ok().and_then(|id| database.by_id(id.as_ref()))
+        }
+    } else {
+        regions.iter().find_map(|region| {
+            let meta = database.by_id(*region)?;
+            let applies = RegionPatterns::with(meta, |patterns| match &patterns.leading_digits {
+                Some(pattern) => pattern.find(&national).is_some_and(|m| m.start() == 0),
+                None => patterns.has_type(&national),
+            });
+            if applies {
+                region.parse::<Id>().ok().and_then(|id| database.by_id(id.as_ref()))
+            } else {
+                None
+            }
+        })
+    };
+    meta.is_some_and(|meta| RegionPatterns::with(meta, |patterns| patterns.has_type(&national)))
+}
+
+/// One number-type pattern: the possible lengths and the national-number regex.
+struct TypePattern {
+    lengths: Vec<u16>,
+    regex: Option<regex::Regex>,
+}
+
+impl TypePattern {
+    fn new(desc: &phonenumber::metadata::Descriptor) -> Self {
+        Self {
+            lengths: desc.possible_length().to_vec(),
+            regex: compile(desc.national_number().as_str()),
+        }
+    }
+
+    /// As `Descriptor::is_match`: a possible length, and the pattern found at the start.
+    fn is_match(&self, value: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16)))
+            && self
+                .regex
+                .as_ref()
+                .is_some_and(|regex| regex.find(value).is_some_and(|m| m.start() == 0))
+    }
+}
+
+fn compile(source: &str) -> Option<regex::Regex> {
+    regex::RegexBuilder::new(source).ignore_whitespace(true).build().ok()
+}
+
+/// A region's validity patterns, compiled once per thread.
+struct RegionPatterns {
+    general: TypePattern,
+    /// Mobile and fixed line first: most numbers are one of them.
+    types: Vec<TypePattern>,
+    leading_digits: Option<regex::Regex>,
+}
+
+impl RegionPatterns {
+    fn new(meta: &phonenumber::metadata::Metadata) -> Self {
+        let d = meta.descriptors();
+        let types = [
+            d.mobile(),
+            d.fixed_line(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+        ];
+        Self {
+            general: TypePattern::new(d.general()),
+            types: types.into_iter().flatten().map(TypePattern::new).collect(),
+            leading_digits: meta.leading_digits().and_then(|pattern| compile(pattern.as_str())),
+        }
+    }
+
+    fn has_type(&self, national: &str) -> bool {
+        self.general.is_match(national) && self.types.iter().any(|pattern| pattern.is_match(national))
+    }
+
+    /// Runs `f` with `meta`'s patterns. The metadata is a static database, so its address names
+    /// the region for the life of the process.
+    fn with<T>(meta: &phonenumber::metadata::Metadata, f: impl FnOnce(&Self) -> T) -> T {
+        thread_local! {
+            static COMPILED: std::cell::RefCell<std::collections::HashMap<usize, std::rc::Rc<RegionPatterns>>> =
+                std::cell::RefCell::default();
+        }
+        let key = std::ptr::from_ref(meta) as usize;
+        let patterns = COMPILED.with(|compiled| {
+            std::rc::Rc::clone(
+                compiled
+                    .borrow_mut()
+                    .entry(key)
+                    .or_insert_with(|| std::rc::Rc::new(Self::new(meta))),
+            )
+        });
+        f(&patterns)
+    }
+}
+
 /// Longest raw input worth parsing: E.164 has at most 15 digits, and formatting, an extension or
 /// a `tel:` prefix add a few dozen characters at most.
 const MAX_RAW_LENGTH: usize = 64;
@@ -114,32 +239,23 @@ impl PhoneNormalizer {
             return Err(PhoneError::NoCountryCode);
         }
         let number = phonenumber::parse(self.region, raw).map_err(|_| PhoneError::NotANumber)?;
-        if !phonenumber::is_valid(&number) {
+        if !is_valid(&number) {
             return Err(PhoneError::Invalid);
         }
         Ok(e164(&number))
     }
 
     /// Normalises many numbers, spread over the machine's cores; results are in input order.
+    ///
+    /// The work runs on rayon's pool of long-lived threads: threads started per call would each
+    /// get a fresh malloc arena, and a million-row list would leave a dozen arenas of freed memory.
     pub fn normalize_many<S: AsRef<str> + Sync>(&self, raws: &[S]) -> Vec<std::result::Result<String, PhoneError>> {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        // Below a few thousand numbers, starting threads costs more than it saves.
-        if threads == 1 || raws.len() < 4_096 {
-            return raws.iter().map(|raw| self.normalize(raw.as_ref())).collect();
-        }
-        let chunk = raws.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = raws
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|raw| self.normalize(raw.as_ref())).collect::<Vec<_>>())
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
+        use rayon::prelude::*;
+        raws.par_iter()
+            // Below a few thousand numbers, handing work to other threads costs more than it saves.
+            .with_min_len(2_048)
+            .map(|raw| self.normalize(raw.as_ref()))
+            .collect()
     }
 }
 
@@ -210,6 +326,42 @@ mod tests {
         assert_eq!(seen.first_seen("+1555", 3), None);
         assert_eq!(seen.first_seen("+15550", 4), None);
         assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn validity_matches_the_crate() {
+        use phonenumber::metadata::DATABASE;
+        // Every region's example numbers, and variations of them that are valid or not.
+        let mut checked = 0;
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            let examples = [
+                d.general(),
+                d.fixed_line().unwrap_or(d.general()),
+                d.mobile().unwrap_or(d.general()),
+            ]
+            .into_iter()
+            .chain(d.toll_free())
+            .chain(d.voip())
+            .filter_map(|desc| desc.example());
+            for example in examples {
+                for variant in [
+                    example.to_owned(),
+                    format!("{example}1"),
+                    example[..example.len().saturating_sub(1)].to_owned(),
+                    format!("9{example}"),
+                    format!("1{example}"),
+                    example.replace(|c: char| c != '0' && c.is_ascii_digit(), "7"),
+                ] {
+                    let raw = format!("+{}{variant}", meta.country_code());
+                    if let Ok(number) = phonenumber::parse(None, &raw) {
+                        assert_eq!(is_valid(&number), phonenumber::is_valid(&number), "{raw}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000, "{checked}");
     }
 
     #[test]

@@ -1,0 +1,273 @@
+//! `RecipientSpool` and `MessageRows` for Python: a recipient list in, `RowBinary` rows out, with
+//! no Python object per row on the way.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use shortcore::messages::{CampaignRows, MessageRows, MessageTotals};
+use shortcore::recipients::{CsvRecipients, RawRecipient, Recipient, RecipientSpool, Rejection};
+
+use crate::errors::{invalid_argument, to_py};
+use crate::links::{PyMessageTemplate, PyRenderedMessage};
+use crate::tokens::PyTokenCodec;
+use crate::without_gil;
+
+type RecipientTuple = (u32, String, Option<String>, Vec<(String, String)>);
+
+fn as_tuple(r: Recipient) -> RecipientTuple {
+    (r.line, r.phone, r.id, r.fields)
+}
+
+fn rejections(kept: &[Rejection]) -> Vec<(u32, String, String)> {
+    kept.iter()
+        .map(|r| (r.line, r.value.clone(), r.reason.clone()))
+        .collect()
+}
+
+/// A recipient list read into a temporary file: phones normalised to E.164 on every core,
+/// duplicates found, every refused row kept with its line and reason (up to `max_rejections` of
+/// each kind; the rest counted).
+#[pyclass(module = "shortcore._core", name = "RecipientSpool")]
+pub struct PyRecipientSpool {
+    spool: RecipientSpool,
+    csv: Option<CsvRecipients>,
+}
+
+#[pymethods]
+impl PyRecipientSpool {
+    #[new]
+    #[pyo3(signature = (default_region = None, directory = None, max_rejections = 10_000))]
+    fn new(
+        py: Python<'_>,
+        default_region: Option<String>,
+        directory: Option<PathBuf>,
+        max_rejections: usize,
+    ) -> PyResult<Self> {
+        let normalizer = shortcore::PhoneNormalizer::new(default_region.as_deref()).map_err(|e| to_py(py, &e))?;
+        let spool = RecipientSpool::new(normalizer, directory.as_deref(), max_rejections)?;
+        Ok(Self { spool, csv: None })
+    }
+
+    /// Reads the next chunk of a CSV list (header first), without the GIL.
+    /// `InvalidArgumentError` when the file cannot be read as a list.
+    fn feed_csv(&mut self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        let csv = self.csv.get_or_insert_with(CsvRecipients::new);
+        let spool = &mut self.spool;
+        without_gil(py, || csv.feed(chunk, spool)).map_err(|e| invalid_argument(py, e.0))
+    }
+
+    /// Reads the end of a CSV list.
+    fn finish_csv(&mut self, py: Python<'_>) -> PyResult<()> {
+        let csv = self.csv.get_or_insert_with(CsvRecipients::new);
+        let spool = &mut self.spool;
+        without_gil(py, || csv.finish(spool)).map_err(|e| invalid_argument(py, e.0))
+    }
+
+    /// Adds rows `(line, phone, id, fields)` whose shape was checked by the caller.
+    fn add(&mut self, py: Python<'_>, rows: Vec<RecipientTuple>) -> PyResult<()> {
+        let spool = &mut self.spool;
+        without_gil(py, || {
+            rows.into_iter().try_for_each(|(line, phone, id, fields)| {
+                spool.push(RawRecipient {
+                    line,
+                    phone,
+                    id,
+                    fields,
+                })
+            })
+        })?;
+        Ok(())
+    }
+
+    /// Refuses a row for its shape.
+    fn reject(&mut self, line: u32, value: &str, reason: &str) {
+        self.spool.reject(line, value, reason);
+    }
+
+    /// Settles the last rows; the spool can then be read.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
+        let spool = &mut self.spool;
+        without_gil(py, || spool.finish())?;
+        Ok(())
+    }
+
+    /// Recipients accepted.
+    #[getter]
+    fn recipients(&self) -> u64 {
+        self.spool.accepted()
+    }
+
+    /// Rows read: accepted, invalid or duplicate.
+    #[getter]
+    fn rows_read(&self) -> u64 {
+        self.spool.rows_read()
+    }
+
+    /// Rows refused, in all.
+    #[getter]
+    fn invalid_count(&self) -> u64 {
+        self.spool.invalid.count
+    }
+
+    /// Duplicate rows, in all.
+    #[getter]
+    fn duplicate_count(&self) -> u64 {
+        self.spool.duplicates.count
+    }
+
+    /// The first refused rows, `(line, value, reason)`.
+    fn invalid(&self) -> Vec<(u32, String, String)> {
+        rejections(&self.spool.invalid.kept)
+    }
+
+    /// The first duplicate rows, `(line, value, reason)`.
+    fn duplicates(&self) -> Vec<(u32, String, String)> {
+        rejections(&self.spool.duplicates.kept)
+    }
+
+    /// Up to `count` accepted recipients `(line, e164, id, fields)`, in order, after `finish`.
+    fn read(&mut self, py: Python<'_>, count: usize) -> PyResult<Vec<RecipientTuple>> {
+        let spool = &mut self.spool;
+        let rows = without_gil(py, || spool.read(count))?;
+        Ok(rows.into_iter().map(as_tuple).collect())
+    }
+}
+
+/// A campaign's messages, rendered from a finished `RecipientSpool` a batch at a time into
+/// `RowBinary` rows of the `messages` table.
+#[pyclass(module = "shortcore._core", name = "MessageRows")]
+pub struct PyMessageRows {
+    template: shortcore::MessageTemplate,
+    codec: shortcore::TokenCodec,
+    campaign: CampaignRows,
+    next_index: u64,
+    totals: MessageTotals,
+    first: Option<(Recipient, shortcore::RenderedMessage)>,
+}
+
+#[pymethods]
+impl PyMessageRows {
+    #[new]
+    #[pyo3(signature = (template, codec, *, campaign_id, account, base_url, seq_start, created_at_ms, sent_at_ms = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        template: PyRef<'_, PyMessageTemplate>,
+        codec: PyRef<'_, PyTokenCodec>,
+        campaign_id: String,
+        account: String,
+        base_url: String,
+        seq_start: u64,
+        created_at_ms: i64,
+        sent_at_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            template: template.core().clone(),
+            codec: codec.core().clone(),
+            campaign: CampaignRows {
+                campaign_id,
+                account,
+                base_url,
+                seq_start,
+                sent_at_ms,
+                created_at_ms,
+            },
+            next_index: 0,
+            totals: MessageTotals::default(),
+            first: None,
+        }
+    }
+
+    /// The rows of the spool's next `count` recipients as `RowBinary` bytes; None when the spool
+    /// is read to its end. Renders without the GIL, on every core.
+    fn encode<'py>(
+        &mut self,
+        py: Python<'py>,
+        spool: &mut PyRecipientSpool,
+        count: usize,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let (template, codec, campaign) = (&self.template, &self.codec, &self.campaign);
+        let (next_index, want_first) = (self.next_index, self.first.is_none());
+        let inner = &mut spool.spool;
+        let encoded = without_gil(py, || -> Result<_, Failure> {
+            let recipients = inner.read(count).map_err(Failure::Io)?;
+            if recipients.is_empty() {
+                return Ok(None);
+            }
+            let mut rows = MessageRows::new(template, codec, campaign, next_index);
+            let parts = rows.encode_parts(&recipients).map_err(Failure::Core)?;
+            let first = if want_first {
+                parts
+                    .iter()
+                    .find_map(|part| part.2.clone())
+                    .map(|m| (recipients[0].clone(), m))
+            } else {
+                None
+            };
+            let rows_only: Vec<Vec<u8>> = parts.into_iter().map(|part| part.0).collect();
+            Ok(Some((rows_only, rows.totals, first)))
+        })
+        .map_err(|failure| match failure {
+            Failure::Io(e) => e.into(),
+            Failure::Core(e) => to_py(py, &e),
+        })?;
+        let Some((parts, totals, first)) = encoded else {
+            return Ok(None);
+        };
+        // One copy, straight from the parts into the bytes object.
+        let len = parts.iter().map(Vec::len).sum();
+        let bytes = PyBytes::new_with(py, len, |buf| {
+            let mut at = 0;
+            for part in &parts {
+                buf[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            Ok(())
+        })?;
+        self.next_index += totals.messages;
+        self.totals.messages += totals.messages;
+        self.totals.segments += totals.segments;
+        self.totals.segments_before += totals.segments_before;
+        if first.is_some() {
+            self.first = first;
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Messages encoded so far.
+    #[getter]
+    fn messages(&self) -> u64 {
+        self.totals.messages
+    }
+
+    /// Their SMS segments.
+    #[getter]
+    fn segments(&self) -> u64 {
+        self.totals.segments
+    }
+
+    /// The segments the original text would have taken over the same messages.
+    #[getter]
+    fn segments_before(&self) -> u64 {
+        self.totals.segments_before
+    }
+
+    /// The first recipient `(line, e164, id, fields)` and its message, once encoded.
+    #[getter]
+    fn first(&self) -> Option<(RecipientTuple, PyRenderedMessage)> {
+        self.first
+            .as_ref()
+            .map(|(recipient, message)| (as_tuple(recipient.clone()), message.clone().into()))
+    }
+}
+
+/// What can go wrong without the GIL, turned into a Python exception once it is held again.
+enum Failure {
+    Io(std::io::Error),
+    Core(shortcore::Error),
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyRecipientSpool>()?;
+    m.add_class::<PyMessageRows>()
+}
