@@ -49,6 +49,9 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shortcore.analytics import DATABASE, AnalyticsStore
+from shortcore.backlog import GROUP as GROUP
+from shortcore.backlog import STREAM_KEY as STREAM_KEY
+from shortcore.backlog import stream_backlog as stream_backlog
 from shortcore.classify import parse_user_agent
 from shortcore.conversions import Attribution
 from shortcore.store import AnyRedis
@@ -56,12 +59,10 @@ from shortcore.store import AnyRedis
 log = logging.getLogger(__name__)
 
 # Must match shortcore.events (the edge's writer).
-STREAM_KEY: Final = "sc:{events}"
 EVENT_FIELD: Final = b"e"
 EVENT_VERSION: Final = 1
 
 DEAD_KEY: Final = "sc:{events}:dead"
-GROUP: Final = "sink"
 DEAD_MAXLEN: Final = 100_000
 
 CLASSES: Final = frozenset({"human", "preview", "bot"})
@@ -677,53 +678,8 @@ class SinkStatus:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """Events of the stream not yet acknowledged by the sink, and the age of the oldest one."""
-
-    events: int
-    oldest_seconds: float
-
-
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_ms(stream_id: Any) -> int:
-    return int(_str(stream_id).split("-", 1)[0])
-
-
-async def stream_backlog(redis: AnyRedis, group: str = GROUP, now: float | None = None) -> Backlog:
-    """The backlog from the stream alone: pending entries plus those not yet delivered to the
-    group. Usable from any process that can reach Redis (the edge's ``/metrics``)."""
-    now = time.time() if now is None else now
-    try:
-        groups = await redis.xinfo_groups(STREAM_KEY)
-    except Exception as error:  # no stream yet
-        if "no such key" in str(error).lower():
-            return Backlog(0, 0.0)
-        raise
-    info = next((g for g in groups if _str(g.get("name")) == group), None)
-    if info is None:
-        length = await redis.xlen(STREAM_KEY)
-        first = await redis.xrange(STREAM_KEY, count=1) if length else []
-        age = now - _id_ms(first[0][0]) / 1000 if first else 0.0
-        return Backlog(int(length), max(age, 0.0))
-    pending = int(info.get("pending") or 0)
-    lag = info.get("lag")
-    if lag is None:  # Redis < 7, or a lag Redis cannot tell: the sink trims the stream to its backlog
-        lag = max(int(await redis.xlen(STREAM_KEY)) - pending, 0)
-    oldest_ms: int | None = None
-    if pending:
-        summary = await redis.xpending(STREAM_KEY, group)
-        if summary.get("min"):
-            oldest_ms = _id_ms(summary["min"])
-    if oldest_ms is None and lag:
-        following = await redis.xrange(STREAM_KEY, min=f"({_str(info['last-delivered-id'])}", count=1)
-        if following:
-            oldest_ms = _id_ms(following[0][0])
-    age = max(now - oldest_ms / 1000, 0.0) if oldest_ms is not None else 0.0
-    return Backlog(pending + int(lag), age)
 
 
 # ---------------------------------------------------------------------------------------------
