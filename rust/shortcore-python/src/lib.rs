@@ -6,6 +6,7 @@
 
 mod classify;
 mod errors;
+mod eventrows;
 mod links;
 mod phones;
 mod sms;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     phones::register(m)?;
     sms::register(m)?;
     classify::register(m)?;
+    eventrows::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.
     m.add(

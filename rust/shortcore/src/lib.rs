@@ -6,6 +6,8 @@
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
 //! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
+//! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for ClickHouse.
+//! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -23,9 +25,11 @@
 
 pub mod classify;
 mod error;
+pub mod eventrows;
 pub mod links;
 mod patterns;
 pub mod phones;
+pub mod sequence;
 pub mod sms;
 pub mod tokens;
 pub mod useragent;
