@@ -237,8 +237,8 @@ class EventDecoder:
     """Checks, enriches and encodes the sink's batches of stream entries (see ``shortcore.sink``).
     Keeps the sequence rules' memory and a cache of parsed user agents between batches."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         truncate_ip: bool = False,
         store_user_agent: bool = True,
@@ -246,7 +246,7 @@ class EventDecoder:
         sibling_window_ms: int = 2000,
         sweep_recipients: int = 5,
         sweep_window_ms: int = 5000,
-    ) -> None: ...
+    ) -> EventDecoder: ...
     def decode(self, entries: Iterable[Sequence[Any]]) -> EventBatch:
         """Checks stream entries, each a pair ``(id, fields)``: fields as a raw reply's flat list,
         a dict, the event bytes, or None. Runs without the GIL once the bytes are copied."""
@@ -255,7 +255,7 @@ class EventDecoder:
         not an event (the batch is unchanged then)."""
     def encode(self, batch: EventBatch, links: Mapping[str, int], countries: Mapping[str, str]) -> EncodedRows:
         """Applies the sequence rules (``links``: a campaign's number of links) and encodes the
-        rows for ``INSERT INTO events FORMAT RowBinary`` (``countries``: by client address)."""
+        rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client address)."""
 
 @final
 class EventBatch:
@@ -284,19 +284,19 @@ class EventBatch:
 
 @final
 class EncodedRows:
-    """Rows for ``INSERT INTO events (EVENT_COLUMNS) FORMAT RowBinary``: the batch's events, then
+    """Rows for ``INSERT INTO events (EVENT_COLUMNS) FORMAT Native``: the batch's events, then
     events of earlier batches a sequence rule reclassified."""
 
     def __len__(self) -> int: ...
     @property
-    def body(self) -> bytes: ...
-    @property
-    def offsets(self) -> list[int]:
-        """Where each row starts in ``body``, and the body's length last."""
+    def body(self) -> bytes:
+        """Every row as one Native block."""
+    def native(self, start: int, end: int) -> bytes:
+        """Rows ``start:end`` as one Native block."""
     @property
     def revisions(self) -> list[int]: ...
     @property
     def batch_len(self) -> int:
         """Rows of the batch itself."""
-    def again_stream_id(self, row: int) -> bytes: ...
-    def again_raw(self, row: int) -> bytes: ...
+    def stream_id(self, row: int) -> bytes: ...
+    def raw(self, row: int) -> bytes: ...

@@ -244,17 +244,10 @@ class PreparedBatch:
     batch: EventBatch
     rows: EncodedRows
     dead: list[tuple[bytes, bytes, str]]
-    offsets: list[int]
     revisions: list[int]
 
     def __len__(self) -> int:
         return len(self.batch)
-
-    def stream_id(self, row: int) -> bytes:
-        return self.batch.stream_id(row) if row < len(self.batch) else self.rows.again_stream_id(row)
-
-    def raw(self, row: int) -> bytes:
-        return self.batch.raw(row) if row < len(self.batch) else self.rows.again_raw(row)
 
     def inserted(self, refused: Sequence[tuple[bytes, bytes, str]]) -> BatchRows:
         """The batch's own events that went in, for :data:`AfterInsert`."""
@@ -301,7 +294,7 @@ class EventInserter:
         links = {c: self._links.get(c, 0) for c in campaigns}
         countries = self.geo.lookup(batch.addresses_without_country()) if self.geo is not None else {}
         rows = self.decoder.encode(batch, links, countries)
-        return PreparedBatch(batch, rows, dead, rows.offsets, rows.revisions)
+        return PreparedBatch(batch, rows, dead, rows.revisions)
 
     def _attribute(self, client: Client | None, batch: EventBatch, positions: list[int]) -> None:
         """Conversions get their click's campaign, recipient and link (:class:`Attribution`,
@@ -336,15 +329,13 @@ class EventInserter:
             del self._links[campaign]
 
     def insert(self, client: Client, body: bytes, token: str) -> None:
-        """One ``INSERT … FORMAT RowBinary``; raises what ClickHouse raises."""
-        if not body:
-            return
+        """One ``INSERT … FORMAT Native`` of one block; raises what ClickHouse raises."""
         client.raw_insert(
             f"{DATABASE}.events",
             EVENT_COLUMNS,
             insert_block=body,
             settings={"insert_deduplication_token": token},
-            fmt="RowBinary",
+            fmt="Native",
         )
 
     def insert_batch(self, client: Client, batch: PreparedBatch) -> list[tuple[bytes, bytes, str]]:
@@ -361,12 +352,10 @@ class EventInserter:
             return
         # Same entries, same token: a batch replayed whole is dropped by ClickHouse. Reclassified
         # rows (a higher revision) make a different token, so they are never dropped.
+        rows = batch.rows
         revisions = sum(batch.revisions[lo:hi])
-        token = f"{batch.stream_id(lo).decode()}/{batch.stream_id(hi - 1).decode()}/{hi - lo}/{revisions}"
-        offsets = batch.offsets
-        body = batch.rows.body
-        if lo > 0 or hi < len(batch.revisions):
-            body = body[offsets[lo] : offsets[hi]]
+        token = f"{rows.stream_id(lo).decode()}/{rows.stream_id(hi - 1).decode()}/{hi - lo}/{revisions}"
+        body = rows.body if lo == 0 and hi == len(rows) else rows.native(lo, hi)
         try:
             self.insert(client, body, token)
             return
@@ -374,7 +363,7 @@ class EventInserter:
             if is_connection_error(error) or not _answers(client):
                 raise
             if hi - lo == 1:
-                refused.append((batch.stream_id(lo), batch.raw(lo), _reason(error)))
+                refused.append((rows.stream_id(lo), rows.raw(lo), _reason(error)))
                 return
         half = (lo + hi) // 2
         self._insert_or_split(client, batch, lo, half, refused)

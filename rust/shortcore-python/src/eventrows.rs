@@ -30,7 +30,10 @@ fn event_bytes(fields: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
         return Ok(None);
     }
     if let Ok(dict) = fields.cast::<PyDict>() {
-        for key in ["e".as_bytes().into_pyobject(fields.py())?.into_any(), PyString::new(fields.py(), "e").into_any()] {
+        for key in [
+            "e".as_bytes().into_pyobject(fields.py())?.into_any(),
+            PyString::new(fields.py(), "e").into_any(),
+        ] {
             if let Some(value) = dict.get_item(key)? {
                 return Ok(Some(as_bytes(&value)));
             }
@@ -44,7 +47,8 @@ fn is_event_field(name: &Bound<'_, PyAny>) -> bool {
     if let Ok(raw) = name.cast::<PyBytes>() {
         return raw.as_bytes() == b"e";
     }
-    name.cast::<PyString>().is_ok_and(|s| s.to_str().is_ok_and(|s| s == "e"))
+    name.cast::<PyString>()
+        .is_ok_and(|s| s.to_str().is_ok_and(|s| s == "e"))
 }
 
 fn as_bytes(value: &Bound<'_, PyAny>) -> Vec<u8> {
@@ -95,7 +99,10 @@ impl PyEventDecoder {
             } else if let Ok(pair) = entry.cast::<PyTuple>() {
                 (pair.get_item(0)?, pair.get_item(1)?)
             } else {
-                return Err(invalid_argument(py, "each entry must be a pair (id, fields)".to_owned()));
+                return Err(invalid_argument(
+                    py,
+                    "each entry must be a pair (id, fields)".to_owned(),
+                ));
             };
             owned.push((as_bytes(&id), event_bytes(&fields)?));
         }
@@ -120,13 +127,14 @@ impl PyEventDecoder {
     ) -> PyEncodedRows {
         let inner = &mut self.inner;
         let decoded = &batch.inner;
-        let mut rows = without_gil(py, move || inner.encode(decoded, &links, &countries));
-        let body = PyBytes::new(py, rows.body()).unbind();
-        let _ = rows.take_body();
+        let (rows, body) = without_gil(py, move || {
+            let rows = inner.encode(decoded, &links, countries);
+            let body = rows.native(0, rows.len());
+            (rows, body)
+        });
         PyEncodedRows {
-            batch_len: decoded.len(),
+            body: PyBytes::new(py, &body).unbind(),
             rows,
-            body,
         }
     }
 }
@@ -205,58 +213,65 @@ impl PyEventBatch {
     }
 }
 
-/// Rows encoded for `INSERT INTO events FORMAT RowBinary` (see `EventDecoder.encode`).
+/// Rows for `INSERT INTO events FORMAT Native` (see `EventDecoder.encode`).
 #[pyclass(frozen, module = "shortcore._core", name = "EncodedRows")]
 pub struct PyEncodedRows {
-    batch_len: usize,
     rows: EncodedRows,
     body: Py<PyBytes>,
 }
 
 impl PyEncodedRows {
-    fn again_row(&self, py: Python<'_>, row: usize) -> PyResult<&shortcore::eventrows::Row> {
-        row.checked_sub(self.batch_len)
-            .and_then(|i| self.rows.again().get(i))
+    fn row(&self, py: Python<'_>, row: usize) -> PyResult<&shortcore::eventrows::Row> {
+        self.rows
+            .rows()
+            .get(row)
             .map(AsRef::as_ref)
-            .ok_or_else(|| invalid_argument(py, format!("row {row} is not an event of an earlier batch")))
+            .ok_or_else(|| invalid_argument(py, format!("no row {row}")))
     }
 }
 
 #[pymethods]
 impl PyEncodedRows {
     fn __len__(&self) -> usize {
-        self.rows.revisions().len()
+        self.rows.len()
     }
 
+    /// Every row as one `Native` block.
     #[getter]
     fn body(&self, py: Python<'_>) -> Py<PyBytes> {
         self.body.clone_ref(py)
     }
 
-    #[getter]
-    fn offsets(&self) -> Vec<usize> {
-        self.rows.offsets().to_vec()
+    /// Rows `start..end` as one `Native` block.
+    fn native<'py>(&self, py: Python<'py>, start: usize, end: usize) -> PyResult<Bound<'py, PyBytes>> {
+        if start > end || end > self.rows.len() {
+            return Err(invalid_argument(
+                py,
+                format!("rows {start}..{end} out of 0..{}", self.rows.len()),
+            ));
+        }
+        let rows = &self.rows;
+        let block = without_gil(py, || rows.native(start, end));
+        Ok(PyBytes::new(py, &block))
     }
 
     #[getter]
     fn revisions(&self) -> Vec<u8> {
-        self.rows.revisions().to_vec()
+        self.rows.revisions()
     }
 
     /// Rows of the batch itself; the rows after them are events of earlier batches.
     #[getter]
     fn batch_len(&self) -> usize {
-        self.batch_len
+        self.rows.batch_len()
     }
 
-    /// The stream id of row `row`, which follows the batch's own rows.
-    fn again_stream_id<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.again_row(py, row)?.stream_id))
+    fn stream_id<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.row(py, row)?.stream_id))
     }
 
-    /// The entry bytes of row `row`, which follows the batch's own rows.
-    fn again_raw<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.again_row(py, row)?.raw))
+    fn raw<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.row(py, row)?.raw))
     }
 }
 

@@ -1,11 +1,11 @@
-//! The edge's events (JSON, version 1, one per stream entry) as rows of ClickHouse's `events`
-//! table, encoded as `RowBinary` for [`EVENT_COLUMNS`].
+//! The edge's events (JSON, version 1, one per stream entry) as rows of `ClickHouse`'s `events`
+//! table, encoded as a `Native` block of [`EVENT_COLUMNS`].
 //!
 //! [`EventDecoder::decode`] checks a batch of entries (a malformed one gets the reason it goes to
 //! the dead-letter stream with) and adds what the edge leaves out: browser and OS versions, and
 //! the country from a trusted header. [`EventDecoder::encode`] applies the sequence rules (see
 //! [`crate::sequence`]), then writes the rows with the privacy options applied, ready for one
-//! `INSERT … FORMAT RowBinary`.
+//! `INSERT … FORMAT Native`.
 //!
 //! # Examples
 //! ```
@@ -17,8 +17,9 @@
 //! let batch = decoder.decode(vec![(b"1-0".to_vec(), Some(good.to_vec())), (b"2-0".to_vec(), Some(b"{".to_vec()))]);
 //! assert_eq!(batch.len(), 1);
 //! assert!(batch.dead()[0].1.starts_with("not JSON"));
-//! let rows = decoder.encode(&batch, &Default::default(), &Default::default());
-//! assert_eq!(rows.offsets().len(), 2);
+//! let rows = decoder.encode(&batch, &Default::default(), Default::default());
+//! assert_eq!(rows.len(), 1);
+//! assert!(!rows.native(0, 1).is_empty());
 //! ```
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::native::NativeBlock;
 use crate::sequence::{SequenceRules, SIBLING_BURST, SWEEP};
 use crate::useragent::parse_user_agent;
 
@@ -166,7 +168,7 @@ pub struct Event {
     pub page: Option<String>,
 }
 
-/// A JSON object of strings, in its order (ClickHouse's `Map` keeps it); `null` is empty.
+/// A JSON object of strings, in its order (`ClickHouse`'s `Map` keeps it); `null` is empty.
 fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(String, String)>, D::Error> {
     struct Pairs;
     impl<'de> Visitor<'de> for Pairs {
@@ -265,7 +267,11 @@ fn refusal(raw: &[u8]) -> String {
     if version.and_then(Value::as_i64) != Some(EVENT_VERSION) || version.is_some_and(Value::is_f64) {
         return format!("unsupported event version {}", python_repr(version));
     }
-    if !event.get("event_id").and_then(Value::as_str).is_some_and(|id| parse_uuid(id).is_some()) {
+    if event
+        .get("event_id")
+        .and_then(Value::as_str)
+        .is_none_or(|id| parse_uuid(id).is_none())
+    {
         return "event_id must be a UUID string".to_owned();
     }
     if !event.get("time").is_some_and(|t| t.is_i64() || t.is_u64()) {
@@ -274,7 +280,10 @@ fn refusal(raw: &[u8]) -> String {
     if !matches!(event.get("type").and_then(Value::as_str), Some("click" | "conversion")) {
         return "type must be one of ['click', 'conversion']".to_owned();
     }
-    if !matches!(event.get("class").and_then(Value::as_str), Some("human" | "preview" | "bot")) {
+    if !matches!(
+        event.get("class").and_then(Value::as_str),
+        Some("human" | "preview" | "bot")
+    ) {
         return "class must be one of ['bot', 'human', 'preview']".to_owned();
     }
     for name in ["campaign_id", "ip", "user_agent", "click_id"] {
@@ -295,7 +304,10 @@ fn refusal(raw: &[u8]) -> String {
             Kind::Int32 => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) || value.is_null(),
             Kind::Number => value.is_number() || value.is_null(),
             Kind::TextMap => {
-                value.is_null() || value.as_object().is_some_and(|pairs| pairs.values().all(Value::is_string))
+                value.is_null()
+                    || value
+                        .as_object()
+                        .is_some_and(|pairs| pairs.values().all(Value::is_string))
             }
         };
         if !fits {
@@ -309,7 +321,11 @@ fn refusal(raw: &[u8]) -> String {
             return format!("{name} must be {wanted}, got {value}");
         }
     }
-    if event.get("value").and_then(Value::as_f64).is_some_and(|v| !(v.abs() <= MAX_VALUE)) {
+    if event
+        .get("value")
+        .and_then(Value::as_f64)
+        .is_some_and(|v| v.is_nan() || v.abs() > MAX_VALUE)
+    {
         return "value out of range for Decimal(18, 4)".to_owned();
     }
     match serde_json::from_slice::<Event>(raw) {
@@ -452,7 +468,9 @@ impl DecodedBatch {
 
     /// Positions (in [`Self::rows`]) of the events of type `kind`.
     pub fn of_kind(&self, kind: &str) -> Vec<usize> {
-        (0..self.rows.len()).filter(|&i| self.rows[i].event.kind == kind).collect()
+        (0..self.rows.len())
+            .filter(|&i| self.rows[i].event.kind == kind)
+            .collect()
     }
 
     /// Positions of the clicks whose event id is in `ids`.
@@ -495,41 +513,159 @@ fn rule_campaign(event: &Event) -> Option<&str> {
     (event.class == "human" && event.kind == "click").then_some(campaign)
 }
 
-/// Rows encoded for `INSERT INTO events (EVENT_COLUMNS) FORMAT RowBinary`.
+/// A batch's rows for `INSERT INTO events (EVENT_COLUMNS) FORMAT Native`: its events, then
+/// events of earlier batches that a sequence rule reclassified now.
 #[derive(Debug, Default)]
 pub struct EncodedRows {
-    body: Vec<u8>,
-    offsets: Vec<usize>,
-    revisions: Vec<u8>,
-    again: Vec<Arc<Row>>,
+    rows: Vec<Arc<Row>>,
+    batch_len: usize,
+    /// Each row's mark when encoded (later batches may mark an event again).
+    marks: Vec<u8>,
+    countries: HashMap<String, String>,
+    truncate_ip: bool,
+    store_user_agent: bool,
 }
 
 impl EncodedRows {
-    /// The `RowBinary` body: the batch's events, then the earlier ones re-emitted.
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    /// Rows in all.
+    pub fn len(&self) -> usize {
+        self.rows.len()
     }
 
-    /// Where each row starts in [`Self::body`], and the body's length last.
-    pub fn offsets(&self) -> &[usize] {
-        &self.offsets
+    /// True when there is nothing to insert.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows: the batch's events, then the earlier ones emitted again.
+    pub fn rows(&self) -> &[Arc<Row>] {
+        &self.rows
+    }
+
+    /// How many of [`Self::rows`] are the batch's own events.
+    pub fn batch_len(&self) -> usize {
+        self.batch_len
     }
 
     /// Each row's revision (1 for an event a sequence rule reclassified).
-    pub fn revisions(&self) -> &[u8] {
-        &self.revisions
+    pub fn revisions(&self) -> Vec<u8> {
+        self.marks.iter().map(|&mark| u8::from(mark != 0)).collect()
     }
 
-    /// Events of earlier batches that a rule reclassified now, in the order they follow the
-    /// batch's own rows in the body.
-    pub fn again(&self) -> &[Arc<Row>] {
-        &self.again
+    /// Rows `start..end` as one `Native` block.
+    ///
+    /// # Panics
+    /// When the range is out of bounds.
+    pub fn native(&self, start: usize, end: usize) -> Vec<u8> {
+        let rows = &self.rows[start..end];
+        let marks = &self.marks[start..end];
+        let events = || rows.iter().map(|row| &row.event);
+        let text =
+            |f: fn(&Event) -> &Option<String>| rows.iter().map(move |row| f(&row.event).as_deref().unwrap_or(""));
+        let reason_of = |mark: u8| match mark {
+            1 => Some(SIBLING_BURST),
+            2 => Some(SWEEP),
+            _ => None,
+        };
+        let mut block = NativeBlock::new(EVENT_COLUMNS.len(), rows.len(), rows.len() * 320 + 4096);
+        block.fixed("event_id", "UUID", events().map(|e| uuid_le(&e.event_id)));
+        block.fixed("time", "DateTime64(3, 'UTC')", events().map(|e| e.time.to_le_bytes()));
+        block.low_cardinality("type", events().map(|e| e.kind.as_str()));
+        block.low_cardinality("outcome", text(|e| &e.outcome));
+        block.strings("account", text(|e| &e.account));
+        block.strings("campaign_id", text(|e| &e.campaign_id));
+        block.low_cardinality("domain", text(|e| &e.domain));
+        block.strings("token", text(|e| &e.token));
+        block.fixed(
+            "recipient_index",
+            "Int64",
+            events().map(|e| e.recipient_index.unwrap_or(-1).to_le_bytes()),
+        );
+        block.fixed(
+            "link_index",
+            "Int32",
+            events().map(|e| e.link_index.unwrap_or(-1).to_le_bytes()),
+        );
+        block.low_cardinality(
+            "class",
+            events()
+                .zip(marks)
+                .map(|(e, &m)| if m == 0 { e.class.as_str() } else { "bot" }),
+        );
+        block.low_cardinality(
+            "reason",
+            events()
+                .zip(marks)
+                .map(|(e, &m)| reason_of(m).unwrap_or_else(|| e.reason.as_deref().unwrap_or(""))),
+        );
+        block.low_cardinality("edge_class", events().map(|e| e.class.as_str()));
+        block.low_cardinality("edge_reason", text(|e| &e.reason));
+        block.low_cardinality("method", text(|e| &e.method));
+        if self.truncate_ip {
+            let networks: Vec<String> = text(|e| &e.ip).map(truncate_ip).collect();
+            block.strings("ip", networks.iter().map(String::as_str));
+        } else {
+            block.strings("ip", text(|e| &e.ip));
+        }
+        if self.store_user_agent {
+            block.strings("user_agent", text(|e| &e.user_agent));
+        } else {
+            block.strings("user_agent", rows.iter().map(|_| ""));
+        }
+        block.string_maps("headers", events().map(|e| e.headers.as_slice()));
+        block.low_cardinality("browser", text(|e| &e.browser));
+        block.low_cardinality(
+            "browser_version",
+            rows.iter().map(|row| {
+                let own = row.event.browser_version.as_deref();
+                own.or(row.versions.as_deref().map(|v| v.0.as_str())).unwrap_or("")
+            }),
+        );
+        block.low_cardinality("os", text(|e| &e.os));
+        block.low_cardinality(
+            "os_version",
+            rows.iter().map(|row| {
+                let own = row.event.os_version.as_deref();
+                own.or(row.versions.as_deref().map(|v| v.1.as_str())).unwrap_or("")
+            }),
+        );
+        block.low_cardinality("device", text(|e| &e.device));
+        block.low_cardinality(
+            "country",
+            rows.iter().map(|row| {
+                let e = &row.event;
+                e.country
+                    .as_deref()
+                    .or(row.country.as_deref())
+                    .or_else(|| self.countries.get(e.ip.as_deref().unwrap_or("")).map(String::as_str))
+                    .unwrap_or("")
+            }),
+        );
+        block.strings("click_id", text(|e| &e.click_id));
+        block.strings("conversion_tag", text(|e| &e.conversion_tag));
+        block.low_cardinality("event_name", text(|e| &e.event_name));
+        block.fixed(
+            "value",
+            "Decimal(18, 4)",
+            events().map(|e| decimal4(e.value.unwrap_or(0.0)).to_le_bytes()),
+        );
+        block.low_cardinality("currency", text(|e| &e.currency));
+        block.strings("order_id", text(|e| &e.order_id));
+        block.strings("page", text(|e| &e.page));
+        block.fixed("revision", "UInt8", marks.iter().map(|&m| [u8::from(m != 0)]));
+        block.finish()
     }
+}
 
-    /// Moves the body out.
-    pub fn take_body(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.body)
+/// A UUID as `ClickHouse` keeps it: two little-endian 64-bit halves.
+fn uuid_le(text: &str) -> [u8; 16] {
+    let uuid = parse_uuid(text).unwrap_or_default();
+    let mut out = [0u8; 16];
+    for i in 0..8 {
+        out[i] = uuid[7 - i];
+        out[8 + i] = uuid[15 - i];
     }
+    out
 }
 
 /// Checks, enriches and encodes batches; keeps what the sequence rules must remember and a cache
@@ -544,7 +680,11 @@ pub struct EventDecoder {
 impl EventDecoder {
     /// A decoder with `options`.
     pub fn new(options: SinkOptions) -> Self {
-        let rules = SequenceRules::new(options.sibling_window_ms, options.sweep_window_ms, options.sweep_recipients);
+        let rules = SequenceRules::new(
+            options.sibling_window_ms,
+            options.sweep_window_ms,
+            options.sweep_recipients,
+        );
         Self {
             options,
             versions: HashMap::new(),
@@ -588,7 +728,11 @@ impl EventDecoder {
         } else {
             None
         };
-        let country = if event.country.is_none() { self.header_country(&event) } else { None };
+        let country = if event.country.is_none() {
+            self.header_country(&event)
+        } else {
+            None
+        };
         Ok(Row {
             stream_id,
             raw,
@@ -608,7 +752,10 @@ impl EventDecoder {
         }
         let parsed = parse_user_agent(ua);
         let versions = Arc::new((
-            parsed.browser_version().map(|v| v.as_str().to_owned()).unwrap_or_default(),
+            parsed
+                .browser_version()
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default(),
             parsed.os_version().map(|v| v.as_str().to_owned()).unwrap_or_default(),
         ));
         self.versions.insert(ua.to_owned(), Arc::clone(&versions));
@@ -623,125 +770,38 @@ impl EventDecoder {
     }
 
     /// Applies the sequence rules to `batch` (which reclassifies some of its events, and maybe
-    /// earlier ones) and encodes the rows. `links` gives a campaign's number of links (unknown
-    /// campaigns: no sibling rule); `countries` a country for client addresses.
+    /// earlier ones) and gives the rows to insert. `links` gives a campaign's number of links
+    /// (unknown campaigns: no sibling rule); `countries` a country for client addresses.
     pub fn encode(
         &mut self,
         batch: &DecodedBatch,
         links: &HashMap<String, i64>,
-        countries: &HashMap<String, String>,
+        countries: HashMap<String, String>,
     ) -> EncodedRows {
         let again = self.rules.apply(&batch.rows, links);
-        let total = batch.rows.len() + again.len();
-        let mut out = EncodedRows {
-            body: Vec::with_capacity(total * 400),
-            offsets: Vec::with_capacity(total + 1),
-            revisions: Vec::with_capacity(total),
-            again,
-        };
-        for row in batch.rows.iter().chain(out.again.iter()) {
-            out.offsets.push(out.body.len());
-            let revision = u8::from(row.reclassified().is_some());
-            out.revisions.push(revision);
-            self.write_row(&mut out.body, row, countries);
+        let mut rows = Vec::with_capacity(batch.rows.len() + again.len());
+        rows.extend(batch.rows.iter().cloned());
+        rows.extend(again);
+        let marks = rows.iter().map(|row| row.mark.load(Ordering::Relaxed)).collect();
+        EncodedRows {
+            rows,
+            batch_len: batch.rows.len(),
+            marks,
+            countries,
+            truncate_ip: self.options.truncate_ip,
+            store_user_agent: self.options.store_user_agent,
         }
-        out.offsets.push(out.body.len());
-        out
-    }
-
-    fn write_row(&self, out: &mut Vec<u8>, row: &Row, countries: &HashMap<String, String>) {
-        let e = &row.event;
-        let uuid = parse_uuid(&e.event_id).unwrap_or_default();
-        // ClickHouse keeps a UUID as two little-endian 64-bit halves.
-        out.extend(uuid[..8].iter().rev());
-        out.extend(uuid[8..].iter().rev());
-        out.extend_from_slice(&e.time.to_le_bytes());
-        put_str(out, &e.kind);
-        put_opt(out, e.outcome.as_ref());
-        put_opt(out, e.account.as_ref());
-        put_opt(out, e.campaign_id.as_ref());
-        put_opt(out, e.domain.as_ref());
-        put_opt(out, e.token.as_ref());
-        out.extend_from_slice(&e.recipient_index.unwrap_or(-1).to_le_bytes());
-        out.extend_from_slice(&e.link_index.unwrap_or(-1).to_le_bytes());
-        let edge_reason = e.reason.as_deref().unwrap_or("");
-        match row.reclassified() {
-            Some(reason) => {
-                put_str(out, "bot");
-                put_str(out, reason);
-            }
-            None => {
-                put_str(out, &e.class);
-                put_str(out, edge_reason);
-            }
-        }
-        put_str(out, &e.class);
-        put_str(out, edge_reason);
-        put_opt(out, e.method.as_ref());
-        let ip = e.ip.as_deref().unwrap_or("");
-        if self.options.truncate_ip {
-            put_str(out, &truncate_ip(ip));
-        } else {
-            put_str(out, ip);
-        }
-        put_str(
-            out,
-            if self.options.store_user_agent { e.user_agent.as_deref().unwrap_or("") } else { "" },
-        );
-        put_len(out, e.headers.len());
-        for (key, value) in &e.headers {
-            put_str(out, key);
-            put_str(out, value);
-        }
-        let versions = row.versions.as_deref();
-        put_opt(out, e.browser.as_ref());
-        put_str(out, e.browser_version.as_deref().or(versions.map(|v| v.0.as_str())).unwrap_or(""));
-        put_opt(out, e.os.as_ref());
-        put_str(out, e.os_version.as_deref().or(versions.map(|v| v.1.as_str())).unwrap_or(""));
-        put_opt(out, e.device.as_ref());
-        let country = e
-            .country
-            .as_deref()
-            .or(row.country.as_deref())
-            .or_else(|| countries.get(ip).map(String::as_str))
-            .unwrap_or("");
-        put_str(out, country);
-        put_opt(out, e.click_id.as_ref());
-        put_opt(out, e.conversion_tag.as_ref());
-        put_opt(out, e.event_name.as_ref());
-        out.extend_from_slice(&decimal4(e.value.unwrap_or(0.0)).to_le_bytes());
-        put_opt(out, e.currency.as_ref());
-        put_opt(out, e.order_id.as_ref());
-        put_opt(out, e.page.as_ref());
-        out.push(u8::from(row.reclassified().is_some()));
     }
 }
 
-/// `value` as `Decimal(18, 4)` the way ClickHouse's `toDecimal64(value, 4)` converts a float:
+/// `value` as `Decimal(18, 4)` the way `ClickHouse`'s `toDecimal64(value, 4)` converts a float:
 /// scaled, then cut toward zero.
 #[allow(clippy::cast_possible_truncation)]
 fn decimal4(value: f64) -> i64 {
     (value * 10_000.0).trunc() as i64
 }
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, text: &str) {
-    put_len(out, text.len());
-    out.extend_from_slice(text.as_bytes());
-}
-
-fn put_opt(out: &mut Vec<u8>, text: Option<&String>) {
-    put_str(out, text.map_or("", String::as_str));
-}
-
-/// The network of a client address: /24 for IPv4, /48 for IPv6, written as ClickHouse writes
+/// The network of a client address: /24 for IPv4, /48 for IPv6, written as `ClickHouse` writes
 /// it; anything else is dropped.
 pub fn truncate_ip(ip: &str) -> String {
     if let Ok(v4) = ip.parse::<Ipv4Addr>() {
@@ -776,27 +836,45 @@ mod tests {
             (br#"{"v":99}"#, "unsupported event version 99"),
             (br#"{"v":"1"}"#, "unsupported event version '1'"),
             (br#"{"v":1,"event_id":"x"}"#, "event_id must be a UUID string"),
-            (&event(r#","recipient_index":"seven""#), "recipient_index must be an integer"),
+            (
+                &event(r#","recipient_index":"seven""#),
+                "recipient_index must be an integer",
+            ),
             (&event(r#","browser":12"#), "browser must be a string, got 12"),
-            (&event(r#","headers":{"a":["b"]}"#), "headers must be an object of strings"),
+            (
+                &event(r#","headers":{"a":["b"]}"#),
+                "headers must be an object of strings",
+            ),
             (&event(r#","value":1e300"#), "value out of range"),
         ];
         for (raw, reason) in cases {
             let got = parse_event(raw).unwrap_err();
-            assert!(got.starts_with(reason), "{got:?} for {:?}", String::from_utf8_lossy(raw));
+            assert!(
+                got.starts_with(reason),
+                "{got:?} for {:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn uuid_halves_are_little_endian() {
-        let mut decoder = EventDecoder::new(SinkOptions::default());
-        let batch = decoder.decode(vec![(b"1-0".to_vec(), Some(event("")))]);
-        let rows = decoder.encode(&batch, &HashMap::new(), &HashMap::new());
         assert_eq!(
-            &rows.body()[..16],
-            &[0, 0x70, 0x2b, 0x7c, 0xe4, 0xa6, 0x90, 0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0x80]
+            uuid_le(ID),
+            [0, 0x70, 0x2b, 0x7c, 0xe4, 0xa6, 0x90, 0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0x80]
         );
-        assert_eq!(rows.offsets(), &[0, rows.body().len()]);
+    }
+
+    #[test]
+    fn a_block_has_every_column() {
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let batch = decoder.decode(vec![(b"1-0".to_vec(), Some(event(r#","headers":{"a":"b"}"#)))]);
+        let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
+        let block = rows.native(0, 1);
+        assert_eq!(&block[..2], &[32, 1]);
+        assert_eq!(&block[2..11], b"\x08event_id");
+        assert!(block.ends_with(b"\x08revision\x05UInt8\x00"));
+        assert!(rows.native(0, 0).len() < block.len());
     }
 
     #[test]

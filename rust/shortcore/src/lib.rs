@@ -6,7 +6,8 @@
 //! * [`links`] — finding links in SMS text and rewriting it with short links.
 //! * [`phones`] — recipients' phone numbers validated and normalised to E.164.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
-//! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for ClickHouse.
+//! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for `ClickHouse`.
+//! * [`native`] — one block of `ClickHouse`'s `Native` format, column by column.
 //! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
@@ -27,6 +28,7 @@ pub mod classify;
 mod error;
 pub mod eventrows;
 pub mod links;
+pub mod native;
 mod patterns;
 pub mod phones;
 pub mod sequence;

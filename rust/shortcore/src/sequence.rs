@@ -92,12 +92,16 @@ impl SequenceRules {
             let recipient = event.recipient_index.unwrap_or(-1);
             let wanted = links.get(campaign).copied().unwrap_or(0);
             if wanted >= 2 && recipient >= 0 {
-                let hits = recent(&mut self.messages, (campaign.to_owned(), recipient), now - self.sibling_ms);
+                let hits = recent(
+                    &mut self.messages,
+                    (campaign.to_owned(), recipient),
+                    now - self.sibling_ms,
+                );
                 hits.push(Arc::clone(row));
                 let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event.link_index).collect();
                 seen_links.sort_unstable();
                 seen_links.dedup();
-                if seen_links.len() as i64 >= wanted {
+                if i64::try_from(seen_links.len()).unwrap_or(i64::MAX) >= wanted {
                     marking.mark(hits, MARK_SIBLING);
                 }
             }
@@ -108,7 +112,12 @@ impl SequenceRules {
                 seen.push(Arc::clone(row));
                 let mut recipients: Vec<(&str, Option<i64>)> = seen
                     .iter()
-                    .map(|hit| (hit.event.campaign_id.as_deref().unwrap_or(""), hit.event.recipient_index))
+                    .map(|hit| {
+                        (
+                            hit.event.campaign_id.as_deref().unwrap_or(""),
+                            hit.event.recipient_index,
+                        )
+                    })
                     .collect();
                 recipients.sort_unstable();
                 recipients.dedup();
@@ -158,14 +167,17 @@ mod tests {
     fn a_burst_across_batches_reemits_the_earlier_events() {
         let mut decoder = EventDecoder::new(SinkOptions::default());
         let links = HashMap::from([("c1".to_owned(), 3)]);
-        let first = decoder.decode(vec![click(1, 1, 0, 1_000, "192.0.2.1"), click(2, 1, 1, 1_400, "192.0.2.2")]);
-        let rows = decoder.encode(&first, &links, &HashMap::new());
+        let first = decoder.decode(vec![
+            click(1, 1, 0, 1_000, "192.0.2.1"),
+            click(2, 1, 1, 1_400, "192.0.2.2"),
+        ]);
+        let rows = decoder.encode(&first, &links, HashMap::new());
         assert_eq!(rows.revisions(), &[0, 0]);
         let second = decoder.decode(vec![click(3, 1, 2, 1_800, "192.0.2.3")]);
-        let rows = decoder.encode(&second, &links, &HashMap::new());
+        let rows = decoder.encode(&second, &links, HashMap::new());
         assert_eq!(rows.revisions(), &[1, 1, 1]);
-        assert_eq!(rows.again().len(), 2);
-        assert_eq!(rows.again()[0].reclassified(), Some(super::SIBLING_BURST));
+        assert_eq!(rows.batch_len(), 1);
+        assert_eq!(rows.rows()[1].reclassified(), Some(super::SIBLING_BURST));
     }
 
     #[test]
@@ -176,18 +188,20 @@ mod tests {
             click(2, 1, 1, 6_000, "192.0.2.2"),
             click(3, 1, 2, 11_000, "192.0.2.3"),
         ]);
-        let rows = decoder.encode(&batch, &HashMap::from([("c1".to_owned(), 3)]), &HashMap::new());
+        let rows = decoder.encode(&batch, &HashMap::from([("c1".to_owned(), 3)]), HashMap::new());
         assert_eq!(rows.revisions(), &[0, 0, 0]);
-        let rows = decoder.encode(&batch, &HashMap::new(), &HashMap::new());
+        let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
         assert_eq!(rows.revisions(), &[0, 0, 0]);
     }
 
     #[test]
     fn one_client_on_five_recipients_is_a_sweep() {
         let mut decoder = EventDecoder::new(SinkOptions::default());
-        let clicks = (0..5).map(|r| click(r as u32 + 1, r, 0, 1_000 + r * 200, "198.51.100.9")).collect();
+        let clicks = (0..5)
+            .map(|r: u32| click(r + 1, i64::from(r), 0, 1_000 + i64::from(r) * 200, "198.51.100.9"))
+            .collect();
         let batch = decoder.decode(clicks);
-        let rows = decoder.encode(&batch, &HashMap::new(), &HashMap::new());
+        let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
         assert_eq!(rows.revisions(), &[1, 1, 1, 1, 1]);
         assert!(batch.rows().iter().all(|row| row.reclassified() == Some(super::SWEEP)));
     }
