@@ -238,16 +238,21 @@ def is_connection_error(error: BaseException) -> bool:
 
 @dataclass(slots=True)
 class PreparedBatch:
-    """A batch checked and encoded: ``rows`` are the batch's events, then events of earlier
+    """A batch checked and encoded: ``encoded`` holds the batch's events, then events of earlier
     batches a sequence rule reclassified; ``dead`` the entries refused, with the reason."""
 
     batch: EventBatch
-    rows: EncodedRows
+    encoded: EncodedRows
     dead: list[tuple[bytes, bytes, str]]
     revisions: list[int]
 
     def __len__(self) -> int:
         return len(self.batch)
+
+    @property
+    def rows(self) -> BatchRows:
+        """The batch's events as stored (after attribution)."""
+        return BatchRows(self.batch, range(len(self.batch)))
 
     def inserted(self, refused: Sequence[tuple[bytes, bytes, str]]) -> BatchRows:
         """The batch's own events that went in, for :data:`AfterInsert`."""
@@ -352,7 +357,7 @@ class EventInserter:
             return
         # Same entries, same token: a batch replayed whole is dropped by ClickHouse. Reclassified
         # rows (a higher revision) make a different token, so they are never dropped.
-        rows = batch.rows
+        rows = batch.encoded
         revisions = sum(batch.revisions[lo:hi])
         token = f"{rows.stream_id(lo).decode()}/{rows.stream_id(hi - 1).decode()}/{hi - lo}/{revisions}"
         body = rows.body if lo == 0 and hi == len(rows) else rows.native(lo, hi)

@@ -28,6 +28,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -673,7 +674,7 @@ fn uuid_le(text: &str) -> [u8; 16] {
 #[derive(Debug)]
 pub struct EventDecoder {
     options: SinkOptions,
-    versions: HashMap<String, Arc<(String, String)>>,
+    versions: FxHashMap<String, Arc<(String, String)>>,
     rules: SequenceRules,
 }
 
@@ -687,7 +688,7 @@ impl EventDecoder {
         );
         Self {
             options,
-            versions: HashMap::new(),
+            versions: FxHashMap::default(),
             rules,
         }
     }

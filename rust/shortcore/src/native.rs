@@ -5,7 +5,7 @@
 //! Only the types the sink writes: fixed-width numbers (little-endian), `String`,
 //! `LowCardinality(String)` (a dictionary per block) and `Map(String, String)`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// A `Native` block being written: a header, then each column in turn.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ impl NativeBlock {
     pub fn low_cardinality<'a>(&mut self, name: &str, values: impl Iterator<Item = &'a str>) {
         self.header(name, "LowCardinality(String)");
         let mut keys: Vec<&str> = Vec::new();
-        let mut positions: HashMap<&str, u32> = HashMap::new();
+        let mut positions: FxHashMap<&str, u32> = FxHashMap::default();
         let mut indexes: Vec<u32> = Vec::with_capacity(self.rows);
         for value in values {
             let next = keys.len() as u32;

@@ -10,7 +10,9 @@
 //! the same way. A rule that fires on events of earlier batches (already inserted) hands them
 //! back to be written again with a higher revision, which replaces them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -30,17 +32,17 @@ pub struct SequenceRules {
     sibling_ms: i64,
     sweep_ms: i64,
     sweep_recipients: usize,
-    messages: HashMap<(String, i64), Vec<Arc<Row>>>,
-    clients: HashMap<(String, String), Vec<Arc<Row>>>,
+    messages: FxHashMap<(String, i64), Vec<Arc<Row>>>,
+    clients: FxHashMap<(String, String), Vec<Arc<Row>>>,
     newest: i64,
     pruned: i64,
 }
 
 /// The events of one batch, known by address, and those of earlier batches to emit again.
 struct Marking {
-    batch: HashSet<usize>,
+    batch: FxHashSet<usize>,
     again: Vec<Arc<Row>>,
-    again_seen: HashSet<usize>,
+    again_seen: FxHashSet<usize>,
 }
 
 impl Marking {
@@ -64,8 +66,8 @@ impl SequenceRules {
             sibling_ms,
             sweep_ms,
             sweep_recipients,
-            messages: HashMap::new(),
-            clients: HashMap::new(),
+            messages: FxHashMap::default(),
+            clients: FxHashMap::default(),
             newest: 0,
             pruned: 0,
         }
@@ -77,7 +79,7 @@ impl SequenceRules {
         let mut marking = Marking {
             batch: rows.iter().map(|row| Arc::as_ptr(row) as usize).collect(),
             again: Vec::new(),
-            again_seen: HashSet::new(),
+            again_seen: FxHashSet::default(),
         };
         for row in rows {
             let event = &row.event;
@@ -142,7 +144,7 @@ impl SequenceRules {
     }
 }
 
-fn recent<K: std::hash::Hash + Eq>(table: &mut HashMap<K, Vec<Arc<Row>>>, key: K, since: i64) -> &mut Vec<Arc<Row>> {
+fn recent<K: std::hash::Hash + Eq>(table: &mut FxHashMap<K, Vec<Arc<Row>>>, key: K, since: i64) -> &mut Vec<Arc<Row>> {
     let hits = table.entry(key).or_default();
     if hits.first().is_some_and(|hit| hit.event.time < since) {
         hits.retain(|hit| hit.event.time >= since);
