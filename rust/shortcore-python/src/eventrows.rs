@@ -194,7 +194,7 @@ impl PyEventBatch {
     }
 
     fn raw<'py>(&self, py: Python<'py>, position: usize) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.row(py, position)?.raw))
+        Ok(PyBytes::new(py, self.row(py, position)?.raw()))
     }
 
     /// What the sink added to the event at `position`, keyed as the webhook payload reads it.
@@ -271,7 +271,7 @@ impl PyEncodedRows {
     }
 
     fn raw<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.row(py, row)?.raw))
+        Ok(PyBytes::new(py, self.row(py, row)?.raw()))
     }
 }
 

@@ -22,6 +22,7 @@
 //! assert!(!rows.native(0, 1).is_empty());
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -33,7 +34,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::native::NativeBlock;
+use crate::native::{self, Column};
 use crate::sequence::{SequenceRules, SIBLING_BURST, SWEEP};
 use crate::useragent::parse_user_agent;
 
@@ -106,74 +107,83 @@ impl Default for SinkOptions {
     }
 }
 
+/// A string of an event: borrowed from the entry's bytes unless it has escapes.
+pub type Text<'a> = Cow<'a, str>;
+
 /// One event as the edge wrote it. Fields the table has a default for are optional.
 #[derive(Debug, Clone, Deserialize)]
 #[allow(missing_docs)]
-pub struct Event {
+pub struct Event<'a> {
     #[serde(default)]
     pub v: Option<i64>,
-    pub event_id: String,
+    #[serde(borrow)]
+    pub event_id: Text<'a>,
     pub time: i64,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub outcome: Option<String>,
-    #[serde(default)]
-    pub account: Option<String>,
-    #[serde(default)]
-    pub campaign_id: Option<String>,
-    #[serde(default)]
-    pub domain: Option<String>,
-    #[serde(default)]
-    pub token: Option<String>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Text<'a>,
+    #[serde(default, borrow)]
+    pub outcome: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub account: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub campaign_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub domain: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub token: Option<Text<'a>>,
     #[serde(default)]
     pub recipient_index: Option<i64>,
     #[serde(default)]
     pub link_index: Option<i32>,
-    pub class: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub ip: Option<String>,
-    #[serde(default)]
-    pub user_agent: Option<String>,
-    #[serde(default, deserialize_with = "string_map")]
-    pub headers: Vec<(String, String)>,
-    #[serde(default)]
-    pub browser: Option<String>,
-    #[serde(default)]
-    pub browser_version: Option<String>,
-    #[serde(default)]
-    pub os: Option<String>,
-    #[serde(default)]
-    pub os_version: Option<String>,
-    #[serde(default)]
-    pub device: Option<String>,
-    #[serde(default)]
-    pub country: Option<String>,
-    #[serde(default)]
-    pub click_id: Option<String>,
-    #[serde(default)]
-    pub conversion_tag: Option<String>,
-    #[serde(default)]
-    pub event_name: Option<String>,
+    #[serde(borrow)]
+    pub class: Text<'a>,
+    #[serde(default, borrow)]
+    pub reason: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub method: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub ip: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub user_agent: Option<Text<'a>>,
+    #[serde(default, borrow, deserialize_with = "string_map")]
+    pub headers: Vec<(Text<'a>, Text<'a>)>,
+    #[serde(default, borrow)]
+    pub browser: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub browser_version: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub os: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub os_version: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub device: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub country: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub click_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub conversion_tag: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub event_name: Option<Text<'a>>,
     #[serde(default)]
     pub value: Option<f64>,
-    #[serde(default)]
-    pub currency: Option<String>,
-    #[serde(default)]
-    pub order_id: Option<String>,
-    #[serde(default)]
-    pub page: Option<String>,
+    #[serde(default, borrow)]
+    pub currency: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub order_id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub page: Option<Text<'a>>,
 }
 
 /// A JSON object of strings, in its order (`ClickHouse`'s `Map` keeps it); `null` is empty.
-fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(String, String)>, D::Error> {
+fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(Text<'de>, Text<'de>)>, D::Error> {
+    /// A string borrowed from the input when it has no escapes.
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Text<'a>);
+
     struct Pairs;
     impl<'de> Visitor<'de> for Pairs {
-        type Value = Vec<(String, String)>;
+        type Value = Vec<(Text<'de>, Text<'de>)>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object of strings")
         }
@@ -182,8 +192,8 @@ fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(String,
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(4));
-            while let Some(pair) = map.next_entry::<String, String>()? {
-                pairs.push(pair);
+            while let Some((Borrowed(key), Borrowed(value))) = map.next_entry()? {
+                pairs.push((key, value));
             }
             Ok(pairs)
         }
@@ -241,12 +251,12 @@ const MAX_VALUE: f64 = 99_999_999_999_999.0;
 ///
 /// # Errors
 /// The reason the entry cannot become an event.
-pub fn parse_event(raw: &[u8]) -> Result<Event, String> {
-    if let Ok(event) = serde_json::from_slice::<Event>(raw) {
+pub fn parse_event(raw: &[u8]) -> Result<Event<'_>, String> {
+    if let Ok(event) = serde_json::from_slice::<Event<'_>>(raw) {
         if event.v == Some(EVENT_VERSION)
             && parse_uuid(&event.event_id).is_some()
-            && matches!(event.kind.as_str(), "click" | "conversion")
-            && matches!(event.class.as_str(), "human" | "preview" | "bot")
+            && matches!(&*event.kind, "click" | "conversion")
+            && matches!(&*event.class, "human" | "preview" | "bot")
             && event.value.is_none_or(|v| v.is_finite() && v.abs() <= MAX_VALUE)
         {
             return Ok(event);
@@ -329,7 +339,7 @@ fn refusal(raw: &[u8]) -> String {
     {
         return "value out of range for Decimal(18, 4)".to_owned();
     }
-    match serde_json::from_slice::<Event>(raw) {
+    match serde_json::from_slice::<Event<'_>>(raw) {
         Ok(_) => "not an event".to_owned(),
         Err(error) => error.to_string(),
     }
@@ -373,15 +383,22 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+self_cell::self_cell!(
+    /// An entry's bytes and the event parsed from them, its strings borrowed from the bytes.
+    struct Parsed {
+        owner: Vec<u8>,
+        #[covariant]
+        dependent: Event,
+    }
+    impl {Debug}
+);
+
 /// An event on its way in, with what the sink decides about it.
 #[derive(Debug)]
 pub struct Row {
     /// The stream entry's id.
     pub stream_id: Vec<u8>,
-    /// The entry's bytes, as read.
-    pub raw: Vec<u8>,
-    /// The parsed event.
-    pub event: Event,
+    parsed: Parsed,
     /// Browser and OS versions from the user agent, when the event has none.
     pub(crate) versions: Option<Arc<(String, String)>>,
     /// The country from the trusted header, when the event has none.
@@ -391,15 +408,25 @@ pub struct Row {
 }
 
 impl Row {
+    /// The entry's bytes, as read.
+    pub fn raw(&self) -> &[u8] {
+        self.parsed.borrow_owner()
+    }
+
+    /// The parsed event.
+    pub fn event(&self) -> &Event<'_> {
+        self.parsed.borrow_dependent()
+    }
+
     /// What the sink added to the event (`_browser_version`, `_os_version`, `_country`), as the
     /// webhook payload names it.
     pub fn added(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
         if let Some(versions) = self.versions.as_deref() {
-            if self.event.browser_version.is_none() && !versions.0.is_empty() {
+            if self.event().browser_version.is_none() && !versions.0.is_empty() {
                 out.push(("_browser_version", versions.0.as_str()));
             }
-            if self.event.os_version.is_none() && !versions.1.is_empty() {
+            if self.event().os_version.is_none() && !versions.1.is_empty() {
                 out.push(("_os_version", versions.1.as_str()));
             }
         }
@@ -458,7 +485,7 @@ impl DecodedBatch {
         let mut seen: Vec<String> = Vec::new();
         let mut set = std::collections::HashSet::new();
         for row in &self.rows {
-            if let Some(campaign) = rule_campaign(&row.event) {
+            if let Some(campaign) = rule_campaign(row.event()) {
                 if set.insert(campaign) {
                     seen.push(campaign.to_owned());
                 }
@@ -470,7 +497,7 @@ impl DecodedBatch {
     /// Positions (in [`Self::rows`]) of the events of type `kind`.
     pub fn of_kind(&self, kind: &str) -> Vec<usize> {
         (0..self.rows.len())
-            .filter(|&i| self.rows[i].event.kind == kind)
+            .filter(|&i| self.rows[i].event().kind == kind)
             .collect()
     }
 
@@ -478,7 +505,10 @@ impl DecodedBatch {
     pub fn clicks(&self, ids: &[String]) -> Vec<usize> {
         let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         (0..self.rows.len())
-            .filter(|&i| self.rows[i].event.kind == "click" && wanted.contains(self.rows[i].event.event_id.as_str()))
+            .filter(|&i| {
+                let event = self.rows[i].event();
+                event.kind == "click" && wanted.contains(&*event.event_id)
+            })
             .collect()
     }
 
@@ -487,8 +517,8 @@ impl DecodedBatch {
         let mut out: Vec<String> = Vec::new();
         let mut set = std::collections::HashSet::new();
         for row in &self.rows {
-            let ip = row.event.ip.as_deref().unwrap_or("");
-            if row.event.country.is_none() && row.country.is_none() && !ip.is_empty() && set.insert(ip) {
+            let ip = row.event().ip.as_deref().unwrap_or("");
+            if row.event().country.is_none() && row.country.is_none() && !ip.is_empty() && set.insert(ip) {
                 out.push(ip.to_owned());
             }
         }
@@ -509,7 +539,7 @@ impl DecodedBatch {
     }
 }
 
-fn rule_campaign(event: &Event) -> Option<&str> {
+fn rule_campaign<'e>(event: &'e Event<'_>) -> Option<&'e str> {
     let campaign = event.campaign_id.as_deref().filter(|c| !c.is_empty())?;
     (event.class == "human" && event.kind == "click").then_some(campaign)
 }
@@ -560,102 +590,117 @@ impl EncodedRows {
     pub fn native(&self, start: usize, end: usize) -> Vec<u8> {
         let rows = &self.rows[start..end];
         let marks = &self.marks[start..end];
-        let events = || rows.iter().map(|row| &row.event);
-        let text =
-            |f: fn(&Event) -> &Option<String>| rows.iter().map(move |row| f(&row.event).as_deref().unwrap_or(""));
-        let reason_of = |mark: u8| match mark {
-            1 => Some(SIBLING_BURST),
-            2 => Some(SWEEP),
-            _ => None,
-        };
-        let mut block = NativeBlock::new(EVENT_COLUMNS.len(), rows.len(), rows.len() * 320 + 4096);
-        block.fixed("event_id", "UUID", events().map(|e| uuid_le(&e.event_id)));
-        block.fixed("time", "DateTime64(3, 'UTC')", events().map(|e| e.time.to_le_bytes()));
-        block.low_cardinality("type", events().map(|e| e.kind.as_str()));
-        block.low_cardinality("outcome", text(|e| &e.outcome));
-        block.strings("account", text(|e| &e.account));
-        block.strings("campaign_id", text(|e| &e.campaign_id));
-        block.low_cardinality("domain", text(|e| &e.domain));
-        block.strings("token", text(|e| &e.token));
-        block.fixed(
-            "recipient_index",
-            "Int64",
-            events().map(|e| e.recipient_index.unwrap_or(-1).to_le_bytes()),
-        );
-        block.fixed(
-            "link_index",
-            "Int32",
-            events().map(|e| e.link_index.unwrap_or(-1).to_le_bytes()),
-        );
-        block.low_cardinality(
-            "class",
-            events()
-                .zip(marks)
-                .map(|(e, &m)| if m == 0 { e.class.as_str() } else { "bot" }),
-        );
-        block.low_cardinality(
-            "reason",
-            events()
-                .zip(marks)
-                .map(|(e, &m)| reason_of(m).unwrap_or_else(|| e.reason.as_deref().unwrap_or(""))),
-        );
-        block.low_cardinality("edge_class", events().map(|e| e.class.as_str()));
-        block.low_cardinality("edge_reason", text(|e| &e.reason));
-        block.low_cardinality("method", text(|e| &e.method));
-        if self.truncate_ip {
-            let networks: Vec<String> = text(|e| &e.ip).map(truncate_ip).collect();
-            block.strings("ip", networks.iter().map(String::as_str));
-        } else {
-            block.strings("ip", text(|e| &e.ip));
+        let n = rows.len();
+        let lc = || Column::low_cardinality(n);
+        let mut columns: Vec<Column> = vec![
+            Column::fixed("UUID", n, 16),
+            Column::fixed("DateTime64(3, 'UTC')", n, 8),
+            lc(),
+            lc(),
+            Column::strings(n, 8),
+            Column::strings(n, 20),
+            lc(),
+            Column::strings(n, 8),
+            Column::fixed("Int64", n, 8),
+            Column::fixed("Int32", n, 4),
+            lc(),
+            lc(),
+            lc(),
+            lc(),
+            lc(),
+            Column::strings(n, 16),
+            Column::strings(n, if self.store_user_agent { 140 } else { 0 }),
+            Column::maps(n),
+            lc(),
+            lc(),
+            lc(),
+            lc(),
+            lc(),
+            lc(),
+            Column::strings(n, 36),
+            Column::strings(n, 0),
+            lc(),
+            Column::fixed("Decimal(18, 4)", n, 8),
+            lc(),
+            Column::strings(n, 0),
+            Column::strings(n, 0),
+            Column::fixed("UInt8", n, 1),
+        ];
+        for (row, &mark) in rows.iter().zip(marks) {
+            self.write_row(&mut columns, row, mark);
         }
-        if self.store_user_agent {
-            block.strings("user_agent", text(|e| &e.user_agent));
-        } else {
-            block.strings("user_agent", rows.iter().map(|_| ""));
-        }
-        block.string_maps("headers", events().map(|e| e.headers.as_slice()));
-        block.low_cardinality("browser", text(|e| &e.browser));
-        block.low_cardinality(
-            "browser_version",
-            rows.iter().map(|row| {
-                let own = row.event.browser_version.as_deref();
-                own.or(row.versions.as_deref().map(|v| v.0.as_str())).unwrap_or("")
-            }),
-        );
-        block.low_cardinality("os", text(|e| &e.os));
-        block.low_cardinality(
-            "os_version",
-            rows.iter().map(|row| {
-                let own = row.event.os_version.as_deref();
-                own.or(row.versions.as_deref().map(|v| v.1.as_str())).unwrap_or("")
-            }),
-        );
-        block.low_cardinality("device", text(|e| &e.device));
-        block.low_cardinality(
-            "country",
-            rows.iter().map(|row| {
-                let e = &row.event;
-                e.country
-                    .as_deref()
-                    .or(row.country.as_deref())
-                    .or_else(|| self.countries.get(e.ip.as_deref().unwrap_or("")).map(String::as_str))
-                    .unwrap_or("")
-            }),
-        );
-        block.strings("click_id", text(|e| &e.click_id));
-        block.strings("conversion_tag", text(|e| &e.conversion_tag));
-        block.low_cardinality("event_name", text(|e| &e.event_name));
-        block.fixed(
-            "value",
-            "Decimal(18, 4)",
-            events().map(|e| decimal4(e.value.unwrap_or(0.0)).to_le_bytes()),
-        );
-        block.low_cardinality("currency", text(|e| &e.currency));
-        block.strings("order_id", text(|e| &e.order_id));
-        block.strings("page", text(|e| &e.page));
-        block.fixed("revision", "UInt8", marks.iter().map(|&m| [u8::from(m != 0)]));
-        block.finish()
+        let named: Vec<(&str, Column)> = EVENT_COLUMNS.iter().copied().zip(columns).collect();
+        native::block(n, &named)
     }
+
+    fn write_row(&self, columns: &mut [Column], row: &Row, mark: u8) {
+        let e = row.event();
+        let versions = row.versions.as_deref();
+        let ip = opt(e.ip.as_ref());
+        let reason = match mark {
+            1 => SIBLING_BURST,
+            2 => SWEEP,
+            _ => opt(e.reason.as_ref()),
+        };
+        let mut c = columns.iter_mut();
+        let mut next = || c.next().expect("a column for each of EVENT_COLUMNS");
+        next().push_fixed(&uuid_le(&e.event_id));
+        next().push_fixed(&e.time.to_le_bytes());
+        next().push_str(&e.kind);
+        next().push_str(opt(e.outcome.as_ref()));
+        next().push_str(opt(e.account.as_ref()));
+        next().push_str(opt(e.campaign_id.as_ref()));
+        next().push_str(opt(e.domain.as_ref()));
+        next().push_str(opt(e.token.as_ref()));
+        next().push_fixed(&e.recipient_index.unwrap_or(-1).to_le_bytes());
+        next().push_fixed(&e.link_index.unwrap_or(-1).to_le_bytes());
+        next().push_str(if mark == 0 { &e.class } else { "bot" });
+        next().push_str(reason);
+        next().push_str(&e.class);
+        next().push_str(opt(e.reason.as_ref()));
+        next().push_str(opt(e.method.as_ref()));
+        if self.truncate_ip {
+            next().push_str(&truncate_ip(ip));
+        } else {
+            next().push_str(ip);
+        }
+        next().push_str(if self.store_user_agent {
+            opt(e.user_agent.as_ref())
+        } else {
+            ""
+        });
+        next().push_pairs(&e.headers);
+        next().push_str(opt(e.browser.as_ref()));
+        next().push_str(
+            e.browser_version
+                .as_deref()
+                .or(versions.map(|v| v.0.as_str()))
+                .unwrap_or(""),
+        );
+        next().push_str(opt(e.os.as_ref()));
+        next().push_str(e.os_version.as_deref().or(versions.map(|v| v.1.as_str())).unwrap_or(""));
+        next().push_str(opt(e.device.as_ref()));
+        let country = e
+            .country
+            .as_deref()
+            .or(row.country.as_deref())
+            .or_else(|| self.countries.get(ip).map(String::as_str))
+            .unwrap_or("");
+        next().push_str(country);
+        next().push_str(opt(e.click_id.as_ref()));
+        next().push_str(opt(e.conversion_tag.as_ref()));
+        next().push_str(opt(e.event_name.as_ref()));
+        next().push_fixed(&decimal4(e.value.unwrap_or(0.0)).to_le_bytes());
+        next().push_str(opt(e.currency.as_ref()));
+        next().push_str(opt(e.order_id.as_ref()));
+        next().push_str(opt(e.page.as_ref()));
+        next().push_fixed(&[u8::from(mark != 0)]);
+    }
+}
+
+/// A string field's value, empty when absent or null.
+fn opt<'a>(value: Option<&'a Text<'_>>) -> &'a str {
+    value.map_or("", |text| text.as_ref())
 }
 
 /// A UUID as `ClickHouse` keeps it: two little-endian 64-bit halves.
@@ -723,21 +768,21 @@ impl EventDecoder {
     }
 
     fn row(&mut self, stream_id: Vec<u8>, raw: Vec<u8>) -> Result<Row, String> {
-        let event = parse_event(&raw)?;
+        let parsed = Parsed::try_new(raw, |raw| parse_event(raw))?;
+        let event = parsed.borrow_dependent();
         let versions = if event.browser_version.is_none() || event.os_version.is_none() {
             Some(self.versions_of(event.user_agent.as_deref().unwrap_or("")))
         } else {
             None
         };
         let country = if event.country.is_none() {
-            self.header_country(&event)
+            self.header_country(event)
         } else {
             None
         };
         Ok(Row {
             stream_id,
-            raw,
-            event,
+            parsed,
             versions,
             country,
             mark: AtomicU8::new(0),
@@ -763,7 +808,7 @@ impl EventDecoder {
         versions
     }
 
-    fn header_country(&self, event: &Event) -> Option<String> {
+    fn header_country(&self, event: &Event<'_>) -> Option<String> {
         let name = self.options.country_header.as_deref()?;
         let (_, value) = event.headers.iter().find(|(key, _)| key == name)?;
         let code = value.trim().to_ascii_uppercase();

@@ -11,6 +11,7 @@
 //! back to be written again with a higher revision, which replaces them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::atomic::Ordering;
@@ -32,11 +33,64 @@ pub struct SequenceRules {
     sibling_ms: i64,
     sweep_ms: i64,
     sweep_recipients: usize,
-    messages: FxHashMap<(String, i64), Vec<Arc<Row>>>,
-    clients: FxHashMap<(String, String), Vec<Arc<Row>>>,
+    messages: FxHashMap<ByMessage, Vec<Arc<Row>>>,
+    clients: FxHashMap<ByClient, Vec<Arc<Row>>>,
     newest: i64,
     pruned: i64,
 }
+
+/// A table key made of a row's message (campaign, recipient): no strings copied per lookup.
+#[derive(Debug)]
+struct ByMessage(Arc<Row>);
+
+impl ByMessage {
+    fn parts(&self) -> (&str, Option<i64>) {
+        let event = self.0.event();
+        (event.campaign_id.as_deref().unwrap_or(""), event.recipient_index)
+    }
+}
+
+impl Hash for ByMessage {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for ByMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for ByMessage {}
+
+/// A table key made of a row's client (address, user agent).
+#[derive(Debug)]
+struct ByClient(Arc<Row>);
+
+impl ByClient {
+    fn parts(&self) -> (&str, &str) {
+        let event = self.0.event();
+        (
+            event.ip.as_deref().unwrap_or(""),
+            event.user_agent.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+impl Hash for ByClient {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for ByClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for ByClient {}
 
 /// The events of one batch, known by address, and those of earlier batches to emit again.
 struct Marking {
@@ -82,7 +136,7 @@ impl SequenceRules {
             again_seen: FxHashSet::default(),
         };
         for row in rows {
-            let event = &row.event;
+            let event = row.event();
             let Some(campaign) = event.campaign_id.as_deref().filter(|c| !c.is_empty()) else {
                 continue;
             };
@@ -94,13 +148,9 @@ impl SequenceRules {
             let recipient = event.recipient_index.unwrap_or(-1);
             let wanted = links.get(campaign).copied().unwrap_or(0);
             if wanted >= 2 && recipient >= 0 {
-                let hits = recent(
-                    &mut self.messages,
-                    (campaign.to_owned(), recipient),
-                    now - self.sibling_ms,
-                );
+                let hits = recent(&mut self.messages, ByMessage(Arc::clone(row)), now - self.sibling_ms);
                 hits.push(Arc::clone(row));
-                let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event.link_index).collect();
+                let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event().link_index).collect();
                 seen_links.sort_unstable();
                 seen_links.dedup();
                 if i64::try_from(seen_links.len()).unwrap_or(i64::MAX) >= wanted {
@@ -109,15 +159,14 @@ impl SequenceRules {
             }
             let ip = event.ip.as_deref().unwrap_or("");
             if self.sweep_recipients > 0 && !ip.is_empty() {
-                let client = (ip.to_owned(), event.user_agent.clone().unwrap_or_default());
-                let seen = recent(&mut self.clients, client, now - self.sweep_ms);
+                let seen = recent(&mut self.clients, ByClient(Arc::clone(row)), now - self.sweep_ms);
                 seen.push(Arc::clone(row));
                 let mut recipients: Vec<(&str, Option<i64>)> = seen
                     .iter()
                     .map(|hit| {
                         (
-                            hit.event.campaign_id.as_deref().unwrap_or(""),
-                            hit.event.recipient_index,
+                            hit.event().campaign_id.as_deref().unwrap_or(""),
+                            hit.event().recipient_index,
                         )
                     })
                     .collect();
@@ -137,7 +186,7 @@ impl SequenceRules {
     /// Forgets what no rule can use any more, so memory follows the traffic of a few seconds.
     fn prune(&mut self) {
         let horizon = self.newest - self.sibling_ms.max(self.sweep_ms);
-        let stale = |hits: &Vec<Arc<Row>>| hits.last().is_none_or(|hit| hit.event.time < horizon);
+        let stale = |hits: &Vec<Arc<Row>>| hits.last().is_none_or(|hit| hit.event().time < horizon);
         self.messages.retain(|_, hits| !stale(hits));
         self.clients.retain(|_, hits| !stale(hits));
         self.pruned = self.newest;
@@ -146,8 +195,8 @@ impl SequenceRules {
 
 fn recent<K: std::hash::Hash + Eq>(table: &mut FxHashMap<K, Vec<Arc<Row>>>, key: K, since: i64) -> &mut Vec<Arc<Row>> {
     let hits = table.entry(key).or_default();
-    if hits.first().is_some_and(|hit| hit.event.time < since) {
-        hits.retain(|hit| hit.event.time >= since);
+    if hits.first().is_some_and(|hit| hit.event().time < since) {
+        hits.retain(|hit| hit.event().time >= since);
     }
     hits
 }
