@@ -494,6 +494,9 @@ class EventSink:
         self.status = status or SinkStatus()
         self.inserter = EventInserter(self.settings, attribution)
         self._claim_from = "0-0"
+        #: The last new entry read, and the group's count of entries read (None: unknown).
+        self._cursor = "0-0"
+        self._entries_read: int | None = 0
         self._next_claim = 0.0
         self._next_backlog = 0.0
 
@@ -508,27 +511,38 @@ class EventSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: read, insert, acknowledge. A batch in flight when ``stop`` is set
-        is finished if ClickHouse takes it, else left pending for the next start."""
+        is finished if ClickHouse takes it, else left for the next start."""
         await self.ensure_group()
-        # Our own pending entries first (a restart with the same consumer name), then new ones.
+        await self._load_cursor()
+        # Pending entries of our own first (a restart of a sink that read with XREADGROUP), then new ones.
         backlog_id = "0"
         flushing: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
-                entries, backlog_id = await self._next(stop, backlog_id)
+                entries, pending, backlog_id = await self._next(stop, backlog_id)
                 # The next batch is read while the previous one goes in; batches go in one at a
                 # time, in order, because the sequence rules follow the stream.
                 if flushing is not None:
                     await flushing
                     flushing = None
                 if entries:
-                    flushing = asyncio.create_task(self._flush(entries, stop))
+                    flushing = asyncio.create_task(self._flush(entries, stop, pending=pending))
                 await self._refresh_backlog()
         finally:
             if flushing is not None:
                 await flushing
 
-    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[list[tuple[Any, Any]], str]:
+    async def _load_cursor(self) -> None:
+        """Where the group stands: new entries are read after its last-delivered id."""
+        for info in await self.redis.xinfo_groups(STREAM_KEY):
+            if _str(info.get("name")) == GROUP:
+                self._cursor = _str(info["last-delivered-id"])
+                read = info.get("entries-read")
+                self._entries_read = int(read) if read is not None else (0 if self._cursor == "0-0" else None)
+
+    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[list[tuple[Any, Any]], bool, str]:
+        """The next batch, and whether it is made of pending entries (acknowledged one by one)
+        rather than new ones (acknowledged by moving the group's position)."""
         entries = await self._claim()
         if backlog_id != ">":
             own = await self._read(backlog_id, self.settings.batch_size, None)
@@ -537,12 +551,15 @@ class EventSink:
                 backlog_id = _str(own[-1][0])
             else:
                 backlog_id = ">"
-        if not entries:
-            entries = await self._gather(stop)
-        return entries, backlog_id
+        if entries:
+            return entries, True, backlog_id
+        return await self._gather(stop), False, backlog_id
 
-    async def _read(self, from_id: str, count: int, block_ms: int | None) -> list[tuple[Any, Any]]:
-        args: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", count]
+    async def _read(self, from_id: str, count: int, block_ms: int | None, *, new: bool = False) -> list[Any]:
+        """Entries of the stream: new ones after ``from_id`` (``XREAD``, which leaves no pending
+        entry to acknowledge), or this consumer's pending ones (``XREADGROUP``)."""
+        args: list[Any] = ["XREAD"] if new else ["XREADGROUP", "GROUP", GROUP, self.consumer]
+        args += ["COUNT", count]
         if block_ms is not None:
             args += ["BLOCK", block_ms]
         reply = await self._raw.execute_command(*args, "STREAMS", STREAM_KEY, from_id)
@@ -550,16 +567,16 @@ class EventSink:
             return []
         # RESP3 answers {stream: entries}, RESP2 [[stream, entries]].
         streams = reply.values() if isinstance(reply, dict) else [entries for _, entries in reply]
-        out: list[tuple[Any, Any]] = []
+        out: list[Any] = []
         for entries in streams:
             out.extend(entries)
         return out
 
-    async def _gather(self, stop: asyncio.Event) -> list[tuple[Any, Any]]:
+    async def _gather(self, stop: asyncio.Event) -> list[Any]:
         """A batch of new entries: waits up to a second for the first, then up to ``batch_wait``
         more for the batch to fill."""
         size = self.settings.batch_size
-        entries = await self._read(">", size, 1000)
+        entries = await self._read(self._cursor, size, 1000, new=True)
         if not entries:
             return entries
         deadline = time.monotonic() + self.settings.batch_wait
@@ -567,11 +584,19 @@ class EventSink:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = await self._read(">", size - len(entries), max(1, int(left * 1000)))
+            more = await self._read(_str(entries[-1][0]), size - len(entries), max(1, int(left * 1000)), new=True)
             if not more:
                 break
             entries += more
+        self._cursor = _str(entries[-1][0])
         return entries
+
+    async def _advance(self, last_id: bytes, count: int) -> None:
+        """Acknowledges a batch of new entries at once: the group's position moves to its last id."""
+        if self._entries_read is not None:
+            self._entries_read += count
+        entries_read = "" if self._entries_read is None else str(self._entries_read)
+        await self.redis.eval(_ADVANCE, 1, STREAM_KEY, GROUP, last_id, entries_read)
 
     async def _claim(self) -> list[tuple[Any, Any]]:
         """Pending entries of consumers idle for ``claim_idle`` seconds, now ours."""
@@ -602,7 +627,7 @@ class EventSink:
             log.info("took over %d pending events of stopped consumers", len(claimed))
         return claimed
 
-    async def _flush(self, entries: list[tuple[Any, Any]], stop: asyncio.Event) -> None:
+    async def _flush(self, entries: list[Any], stop: asyncio.Event, *, pending: bool) -> None:
         inserter = self.inserter
 
         def prepare(client: Client) -> PreparedBatch:
@@ -621,7 +646,7 @@ class EventSink:
                 self.status.clickhouse_up = False
                 await self._refresh_backlog()
                 if stop.is_set():
-                    return  # left pending: the next start (or another consumer) takes it over
+                    return  # not acknowledged: the next start (or another consumer) reads it again
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, self.settings.retry_max)
@@ -633,9 +658,12 @@ class EventSink:
             await self._dead_letter(dead)
         if self.after_insert is not None:
             await self.after_insert(batch.inserted(refused))
-        ids = [entry[0] for entry in entries]
-        for start in range(0, len(ids), 50_000):
-            await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])
+        if pending:
+            ids = [entry[0] for entry in entries]
+            for start in range(0, len(ids), 50_000):
+                await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])
+        else:
+            await self._advance(_bytes(entries[-1][0]), len(entries))
         self.status.count(len(batch) - len(refused), len(dead))
         self.status.last_insert_at = time.time()
 
@@ -680,6 +708,34 @@ class EventSink:
 
     def close(self) -> None:
         self.inserter.close()
+
+
+#: ``XGROUP SETID`` forward only (a second sink may be ahead), with the group's count of entries
+#: read when known (it gives XINFO's ``lag``).
+_ADVANCE: Final = """
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, group in ipairs(groups) do
+  local name, last
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] elseif group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+  if name == ARGV[1] then
+    local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+    local nms, nseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+    lms, lseq, nms, nseq = tonumber(lms), tonumber(lseq), tonumber(nms), tonumber(nseq)
+    if nms < lms or (nms == lms and nseq <= lseq) then
+      return 0
+    end
+    if ARGV[3] == '' then
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2])
+    else
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[3])
+    end
+    return 1
+  end
+end
+return 0
+"""
 
 
 def _stream_id_key(stream_id: str) -> tuple[int, int]:
