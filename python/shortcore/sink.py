@@ -1,9 +1,12 @@
 """The event sink: the Redis stream ``sc:{events}`` into ClickHouse ``shortcore.events``, exactly once.
 
-One consumer group (``sink``) reads the stream in batches (by size and by time), inserts each
-batch, and only then acknowledges it. A consumer that dies leaves its batch pending; another one
-(or its own restart) takes it over with ``XAUTOCLAIM`` once it has been idle long enough. So every
-event is inserted at least once, and duplicates collapse:
+The sink reads new entries in batches (by size and by time) with ``XREAD`` after the position of
+the consumer group ``sink``, inserts each batch, and only then acknowledges it by moving the
+group's position to the batch's last id (``XGROUP SETID``, forward only): no pending entry per
+event to create and delete. A sink that dies before that leaves the position where it was, and
+the batch is read again. Pending entries left by ``XREADGROUP`` readers of the group are taken
+over with ``XAUTOCLAIM`` once idle long enough, and acknowledged with ``XACK``. So every event is
+inserted at least once, and duplicates collapse:
 
 * each batch is inserted with an ``insert_deduplication_token`` made of its first and last
   stream ids, so a batch replayed whole is dropped by ClickHouse itself;
@@ -11,13 +14,13 @@ event is inserted at least once, and duplicates collapse:
   replay cut differently collapses at merge time, and every figure shown to a user reads
   ``FINAL`` (or counts distinct event ids), which is exact before merges.
 
-Per event, Python does only what needs state or Python: it parses the JSON (a truncated or
-ill-typed entry goes to the dead-letter stream ``sc:{events}:dead`` with the reason), applies the
-sequence rules, attributes conversions to their click, and adds the user agent's versions. The
-event bytes then go to ClickHouse as they are, plus a few ``_``-prefixed keys when something was
-added, and one ``INSERT … SELECT`` maps them onto the table's columns in ClickHouse (privacy
-options included). Should ClickHouse still refuse a batch, the batch is split in halves until the
-refused entries are found; they are dead-lettered and the rest goes in.
+Per event, nothing runs in Python: :class:`~shortcore._core.EventDecoder` (Rust, without the GIL)
+checks each entry (a truncated or ill-typed one goes to the dead-letter stream
+``sc:{events}:dead`` with the reason), adds the user agent's versions and the header's country,
+applies the sequence rules and the privacy options, and writes one ``Native`` block for one
+``INSERT``. Python adds what needs ClickHouse or Python: campaigns' numbers of links, conversion
+attribution, MaxMind countries. Should ClickHouse still refuse a block, it is split in halves
+until the refused rows are found; they are dead-lettered and the rest goes in.
 
 ClickHouse unreachable: the batch is retried with exponential backoff and nothing is
 acknowledged; the edge keeps writing to Redis, so redirects are unaffected. The backlog and the
