@@ -9,13 +9,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
+from clickhouse_connect.driver.client import Client
 from edge_helpers import BROWSER_HEADERS, SECRET, edge
 
 from shortcore import routing
+from shortcore.analytics import AnalyticsStore, migrate
 from shortcore.classify import CLASSIFIER_HEADERS
 from shortcore.clickids import ClickIds, is_click_id
 from shortcore.edge import PIXEL_GIF
 from shortcore.events import EVENT_VERSION, STREAM_KEY
+from shortcore.sink import EventSink, SinkSettings
+from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 
 CODEC = TokenCodec(SECRET.encode(), 7)
@@ -279,6 +283,75 @@ def test_healthz_and_metrics(redis_url: str, tmp_path: Path) -> None:
             text = (await client.get("/metrics")).text
             assert 'shortcore_edge_requests_total{class="human",outcome="ok",type="click"} 1.0' in text
             assert "shortcore_events_committed_total" in text
+
+    asyncio.run(main())
+
+
+def _gauge(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_sink_backlog_in_healthz_and_metrics(redis_url: str, tmp_path: Path, chdb_client: Client) -> None:
+    """With the sink stopped the edge shows what waits and for how long; once a sink has run, 0."""
+
+    async def main() -> None:
+        async with edge(redis_url, tmp_path) as (state, client):
+            await state.redis.delete(STREAM_KEY)
+            migrate(chdb_client)
+            analytics = AnalyticsStore(chdb_client)
+            # A sink that ran once and stopped: its group exists, its position is the stream's end.
+            await EventSink(state.redis, analytics).ensure_group()
+            c = await campaign(state, "edge-backlog")
+            for recipient in range(3):
+                r = await client.get(f"/{CODEC.encode(c.seq(recipient, 0))}", headers=BROWSER_HEADERS)
+                assert r.status_code == 302
+            await asyncio.sleep(0.3)  # the oldest event is at least this old; and the cache expires
+            await asyncio.sleep(max(0.0, state.backlog.max_age - 0.3))
+            health = (await client.get("/healthz")).json()
+            assert health["sink"]["known"] is True
+            assert health["sink"]["backlog"] == 3
+            assert 0.3 <= health["sink"]["oldest_unsent_seconds"] < 30
+            text = (await client.get("/metrics")).text
+            assert _gauge(text, "shortcore_sink_backlog") == 3
+            assert _gauge(text, "shortcore_sink_oldest_unsent_seconds") >= 0.3
+            assert _gauge(text, "shortcore_sink_backlog_known") == 1
+
+            # The sink's own client: it blocks on the stream longer than the edge's timeout.
+            sink_redis = connect(redis_url)
+            sink = EventSink(sink_redis, analytics, SinkSettings(batch_wait=0.01))
+            stop = asyncio.Event()
+            task = asyncio.create_task(sink.run(stop))
+            try:
+                deadline = time.monotonic() + 30
+                while sink.status.inserted < 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    if task.done():
+                        task.result()
+            finally:
+                stop.set()
+                await task
+                sink.close()
+                await sink_redis.aclose()
+                analytics._executor.shutdown(wait=True)  # the session owns the client
+            await asyncio.sleep(state.backlog.max_age)
+            health = (await client.get("/healthz")).json()
+            assert health["sink"] == {"known": True, "backlog": 0, "oldest_unsent_seconds": 0.0}
+            text = (await client.get("/metrics")).text
+            assert _gauge(text, "shortcore_sink_backlog") == 0
+            assert _gauge(text, "shortcore_sink_oldest_unsent_seconds") == 0
+
+    asyncio.run(main())
+
+
+def test_sink_backlog_unknown_while_redis_is_down(redis_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with edge(redis_url, tmp_path) as (state, client):
+            state.backlog.redis = connect("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+            health = (await client.get("/healthz")).json()
+            assert health["sink"] == {"known": False, "backlog": None, "oldest_unsent_seconds": None}
+            assert _gauge((await client.get("/metrics")).text, "shortcore_sink_backlog_known") == 0
+            await state.backlog.redis.aclose()
 
     asyncio.run(main())
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from shortcore.sink import (
     STREAM_KEY,
     EventInserter,
     EventSink,
+    Row,
     SinkSettings,
     SinkStatus,
     stream_backlog,
@@ -149,6 +150,88 @@ def test_events_arrive_once_enriched(redis_url: str, analytics: AnalyticsStore, 
     assert first["country"] == "DE" and first["ip"] == "198.51.100.1" and first["user_agent"] == IPHONE
     assert first["class"] == first["edge_class"] == "human" and first["revision"] == 0
     assert first["headers"]["accept-language"] == "en-GB"
+
+
+def test_a_batch_is_acknowledged_by_the_groups_position(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    campaign = _campaign_id()
+    events = [click(campaign, i) for i in range(50)]
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, events)
+        last = (await redis.xrevrange(STREAM_KEY, count=1))[0][0]
+        await _drain(redis, analytics, SinkSettings(batch_size=20, batch_wait=0.01))
+        (group,) = await redis.xinfo_groups(STREAM_KEY)
+        # No pending entry was made per event, and the group knows how far it got.
+        assert (group["pending"], group["lag"], group["last-delivered-id"]) == (0, 0, last)
+        assert group["entries-read"] == 50
+        # A restart reads nothing again.
+        again = EventSink(redis, analytics, SinkSettings(batch_wait=0.01))
+        stop = asyncio.Event()
+        task = asyncio.create_task(again.run(stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        assert again.status.inserted == 0
+        # The position only moves forward: a sink behind another one cannot move it back.
+        await again._advance(b"1-0", 1)
+        assert (await redis.xinfo_groups(STREAM_KEY))[0]["last-delivered-id"] == last
+        await redis.aclose()
+
+    asyncio.run(go())
+    assert len(_rows(chdb_client, campaign)) == 50
+
+
+def test_escaped_and_unicode_fields_are_stored_as_written(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    campaign = _campaign_id()
+    ua = 'Mozilla/5.0 "quoted" \\ back\tslash é 😀'
+    event = click(campaign, 0, ua=ua, headers={"accept-language": 'fr-CH, fr;q=0.9 "x"', "x-é": "ü"})
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, [event, {**click(campaign, 1), "value": None, "page": None}])
+        await _drain(redis, analytics, SinkSettings())
+        await redis.aclose()
+
+    asyncio.run(go())
+    rows = {r["recipient_index"]: r for r in _rows(chdb_client, campaign)}
+    assert rows[0]["user_agent"] == ua
+    assert rows[0]["headers"] == event["headers"]
+    assert (rows[1]["value"], rows[1]["page"]) == (0, "")
+
+
+def test_inserted_rows_are_handed_on_with_what_the_sink_added(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    campaign = _campaign_id()
+    sweep = [click(campaign, r, 0, ip="198.51.100.42", ua=ANDROID) for r in range(5)]
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def handed(rows: Sequence[Row], again: Sequence[Row]) -> None:
+        seen.extend((row.event["event_id"], row.extra) for row in rows)
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, [*sweep, {**click(campaign, 9), "time": "late"}])
+        sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.01), after_insert=handed)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        deadline = time.monotonic() + 30
+        while sink.status.inserted < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        await redis.aclose()
+
+    asyncio.run(go())
+    assert [event_id for event_id, _ in seen] == [e["event_id"] for e in sweep]
+    for _, extra in seen:
+        assert (extra["_class"], extra["_reason"], extra["_revision"]) == ("bot", "bot:sweep", 1)
+        assert extra["_browser_version"] == "124" and extra["_os_version"] == "14"
 
 
 def test_a_replayed_batch_counts_once(analytics: AnalyticsStore, chdb_client: Client) -> None:

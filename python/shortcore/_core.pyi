@@ -1,12 +1,15 @@
 """Type stubs for the Rust core, ``shortcore._core``. Keep in step with rust/shortcore-python."""
 
-from collections.abc import Iterable, Mapping
-from typing import Literal, final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, final
 
 __all__ = [
     "CLASSIFIER_HEADERS",
     "Classification",
     "Classifier",
+    "EncodedRows",
+    "EventBatch",
+    "EventDecoder",
     "FirstSeen",
     "InvalidArgumentError",
     "MessageRows",
@@ -324,3 +327,75 @@ class FirstSeen:
     def first_lines(self, numbers: list[str], lines: list[int]) -> list[int]:
         """For each ``(e164, line)``: 0 when new (it is recorded), else the line it was first seen on."""
     def __len__(self) -> int: ...
+
+@final
+class EventDecoder:
+    """Checks, enriches and encodes the sink's batches of stream entries (see ``shortcore.sink``).
+    Keeps the sequence rules' memory and a cache of parsed user agents between batches."""
+
+    def __new__(
+        cls,
+        *,
+        truncate_ip: bool = False,
+        store_user_agent: bool = True,
+        country_header: str | None = None,
+        sibling_window_ms: int = 2000,
+        sweep_recipients: int = 5,
+        sweep_window_ms: int = 5000,
+    ) -> EventDecoder: ...
+    def decode(self, entries: Iterable[Sequence[Any]]) -> EventBatch:
+        """Checks stream entries, each a pair ``(id, fields)``: fields as a raw reply's flat list,
+        a dict, the event bytes, or None. Runs without the GIL once the bytes are copied."""
+    def replace(self, batch: EventBatch, position: int, raw: bytes) -> str | None:
+        """Puts ``raw`` in place of the event at ``position``; returns the reason if ``raw`` is
+        not an event (the batch is unchanged then)."""
+    def encode(self, batch: EventBatch, links: Mapping[str, int], countries: Mapping[str, str]) -> EncodedRows:
+        """Applies the sequence rules (``links``: a campaign's number of links) and encodes the
+        rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client address)."""
+
+@final
+class EventBatch:
+    """A checked batch: its events in stream order, addressed by position."""
+
+    def __len__(self) -> int: ...
+    @property
+    def entries(self) -> list[int]:
+        """For each event, the index of its entry in the decoded input."""
+    @property
+    def dead(self) -> list[tuple[int, str]]:
+        """Refused entries: (index in the input, reason)."""
+    def campaigns(self) -> list[str]:
+        """Campaigns of the human clicks."""
+    def of_kind(self, kind: str) -> list[int]:
+        """Positions of the events of type ``kind``."""
+    def clicks(self, ids: list[str]) -> list[int]:
+        """Positions of the clicks whose event id is in ``ids``."""
+    def addresses_without_country(self) -> list[str]:
+        """Client addresses of the events with no country yet."""
+    def stream_id(self, position: int) -> bytes: ...
+    def raw(self, position: int) -> bytes: ...
+    def extra(self, position: int) -> dict[str, Any]:
+        """What the sink added to the event (``_browser_version``, ``_os_version``, ``_country``,
+        and ``_class``/``_reason``/``_revision`` once a sequence rule reclassified it)."""
+
+@final
+class EncodedRows:
+    """Rows for ``INSERT INTO events (EVENT_COLUMNS) FORMAT Native``: the batch's events, then
+    events of earlier batches a sequence rule reclassified."""
+
+    def __len__(self) -> int: ...
+    @property
+    def body(self) -> bytes:
+        """Every row as one Native block."""
+    def native(self, start: int, end: int) -> bytes:
+        """Rows ``start:end`` as one Native block."""
+    @property
+    def revisions(self) -> list[int]: ...
+    @property
+    def batch_len(self) -> int:
+        """Rows of the batch itself."""
+    def stream_id(self, row: int) -> bytes: ...
+    def raw(self, row: int) -> bytes: ...
+    def extra(self, row: int) -> dict[str, Any]:
+        """What the sink added to row ``row`` (see :meth:`EventBatch.extra`); for the rows of
+        earlier batches, the class and reason a sequence rule has given them since."""

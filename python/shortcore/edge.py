@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shortcore import metrics
+from shortcore.backlog import Backlog, BacklogCache
 from shortcore.classify import CLASSIFIER_HEADERS, Classifier
 from shortcore.clickids import ClickIds
 from shortcore.config import Settings
@@ -169,7 +170,10 @@ class EdgeState:
             host = settings.base_url.split("://", 1)[-1].split("/", 1)[0]
             self.default_domain = Domain(host=normalize_host(host))
         self.stats_dir = metrics.StatsDirectory(settings.data_dir / "metrics")
-        self.collector = metrics.EdgeCollector(self.snapshot, self.stats_dir)
+        # The sink's backlog is one figure of the whole stream, not a per-worker one: read by each
+        # worker on request, never summed across workers.
+        self.backlog = BacklogCache(self.redis)
+        self.collector = metrics.EdgeCollector(self.snapshot, self.stats_dir, self.backlog)
         self._tasks: list[asyncio.Task[None]] = []
 
     def snapshot(self) -> dict[str, Any]:
@@ -535,6 +539,7 @@ class EdgeApp:
                 "spool_pending": st.writer.spool.pending,
             },
             "routing": {"cached_campaigns": len(st.cache), "following_updates": st.cache.connected},
+            "sink": _sink_health(await st.backlog.get(), st.backlog.known),
         }
         return Response(orjson.dumps(body), 200, media_type="application/json", headers={"cache-control": "no-store"})
 
@@ -542,7 +547,18 @@ class EdgeApp:
         st = self.state
         if st is None:
             return Response(b"", 503)
+        await st.backlog.get()
         return Response(metrics.render(st.collector), 200, media_type=metrics.CONTENT_TYPE)
+
+
+def _sink_health(backlog: Backlog | None, known: bool) -> dict[str, Any]:
+    """``/healthz``'s view of the sink: what waits in the stream for ClickHouse (``known`` false
+    when Redis did not answer; the figures are then the last ones read, or null)."""
+    return {
+        "known": known,
+        "backlog": backlog.events if backlog else None,
+        "oldest_unsent_seconds": round(backlog.oldest_seconds, 3) if backlog else None,
+    }
 
 
 def create_app(settings: Settings | None = None) -> EdgeApp:

@@ -4,7 +4,8 @@ The hot path only adds to plain integers in :class:`EdgeStats` (a labelled prome
 counter costs microseconds a call); a custom collector turns them into metric families when
 ``/metrics`` is scraped. With several worker processes each one writes its figures to
 ``<data_dir>/metrics/<pid>.json`` every couple of seconds, and a scrape (answered by whichever
-worker gets it) adds up the files of the workers still alive.
+worker gets it) adds up the files of the workers still alive. The sink's backlog is a figure of
+the shared stream, so it is shown as the answering worker last read it (at most a second old).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from shortcore.backlog import BacklogCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -102,9 +105,10 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class EdgeCollector(Collector):
-    def __init__(self, own: Any, directory: StatsDirectory | None) -> None:
+    def __init__(self, own: Any, directory: StatsDirectory | None, backlog: BacklogCache | None = None) -> None:
         self.own = own  # a callable returning this process's snapshot
         self.directory = directory
+        self.backlog = backlog  # refreshed by the /metrics handler before it renders
 
     def collect(self) -> Iterator[Any]:
         snaps = [self.own()]
@@ -134,6 +138,25 @@ class EdgeCollector(Collector):
         yield GaugeMetricFamily(
             "shortcore_cached_campaigns", "Campaigns in edge route caches", value=total.get("cached_campaigns", 0)
         )
+        if self.backlog is not None:
+            yield from _backlog_metrics(self.backlog)
+
+
+def _backlog_metrics(cache: BacklogCache) -> Iterator[Any]:
+    backlog = cache.backlog
+    yield GaugeMetricFamily(
+        "shortcore_sink_backlog_known", "1 when the sink's backlog was read from Redis just now", value=int(cache.known)
+    )
+    if backlog is None:
+        return
+    yield GaugeMetricFamily(
+        "shortcore_sink_backlog", "Events in the stream not yet acknowledged by the sink", value=backlog.events
+    )
+    yield GaugeMetricFamily(
+        "shortcore_sink_oldest_unsent_seconds",
+        "Age of the oldest event in the stream not yet acknowledged by the sink",
+        value=backlog.oldest_seconds,
+    )
 
 
 def render(collector: EdgeCollector) -> bytes:

@@ -6,6 +6,7 @@
 
 mod classify;
 mod errors;
+mod eventrows;
 mod links;
 mod phones;
 mod recipients;
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     recipients::register(m)?;
     sms::register(m)?;
     classify::register(m)?;
+    eventrows::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.
     m.add(

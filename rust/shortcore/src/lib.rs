@@ -8,6 +8,9 @@
 //! * [`recipients`] — campaign recipient lists: CSV read as it arrives, phones checked, spooled.
 //! * [`messages`] — a campaign's messages as `RowBinary` rows for the analytics store.
 //! * [`sms`] — GSM-7 / UCS-2 encoding, length and segment count.
+//! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for `ClickHouse`.
+//! * [`native`] — one block of `ClickHouse`'s `Native` format, column by column.
+//! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -26,11 +29,14 @@
 pub mod classify;
 pub mod edge_event;
 mod error;
+pub mod eventrows;
 pub mod links;
 pub mod messages;
+pub mod native;
 mod patterns;
 pub mod phones;
 pub mod recipients;
+pub mod sequence;
 pub mod sms;
 pub mod tokens;
 pub mod useragent;

@@ -1,0 +1,259 @@
+//! Sequence rules: patterns over several requests that the edge, seeing one request at a time,
+//! cannot judge.
+//!
+//! * `bot:sibling-burst` — every link of one message hit by "people" within a couple of seconds
+//!   (a security scanner opening all the links it finds);
+//! * `bot:sweep` — one client (address and user agent) on many recipients' links within a few
+//!   seconds.
+//!
+//! Applied to human clicks on known tokens; the clock is the events' own time, so a replay judges
+//! the same way. A rule that fires on events of earlier batches (already inserted) hands them
+//! back to be written again with a higher revision, which replaces them.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::eventrows::Row;
+
+/// The reason given to the events of a sibling burst.
+pub const SIBLING_BURST: &str = "bot:sibling-burst";
+/// The reason given to the events of a sweep.
+pub const SWEEP: &str = "bot:sweep";
+
+const MARK_SIBLING: u8 = 1;
+const MARK_SWEEP: u8 = 2;
+
+/// What the rules remember between batches: the recent human clicks per message and per client.
+#[derive(Debug)]
+pub struct SequenceRules {
+    sibling_ms: i64,
+    sweep_ms: i64,
+    sweep_recipients: usize,
+    messages: FxHashMap<ByMessage, Vec<Arc<Row>>>,
+    clients: FxHashMap<ByClient, Vec<Arc<Row>>>,
+    newest: i64,
+    pruned: i64,
+}
+
+/// A table key made of a row's message (campaign, recipient): no strings copied per lookup.
+#[derive(Debug)]
+struct ByMessage(Arc<Row>);
+
+impl ByMessage {
+    fn parts(&self) -> (&str, Option<i64>) {
+        let event = self.0.event();
+        (event.campaign_id.as_deref().unwrap_or(""), event.recipient_index)
+    }
+}
+
+impl Hash for ByMessage {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for ByMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for ByMessage {}
+
+/// A table key made of a row's client (address, user agent).
+#[derive(Debug)]
+struct ByClient(Arc<Row>);
+
+impl ByClient {
+    fn parts(&self) -> (&str, &str) {
+        let event = self.0.event();
+        (
+            event.ip.as_deref().unwrap_or(""),
+            event.user_agent.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+impl Hash for ByClient {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for ByClient {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for ByClient {}
+
+/// The events of one batch, known by address, and those of earlier batches to emit again.
+struct Marking {
+    batch: FxHashSet<usize>,
+    again: Vec<Arc<Row>>,
+    again_seen: FxHashSet<usize>,
+}
+
+impl Marking {
+    fn mark(&mut self, hits: &[Arc<Row>], mark: u8) {
+        for hit in hits {
+            if hit.mark.swap(mark, Ordering::Relaxed) == mark {
+                continue;
+            }
+            let key = Arc::as_ptr(hit) as usize;
+            if !self.batch.contains(&key) && self.again_seen.insert(key) {
+                self.again.push(Arc::clone(hit));
+            }
+        }
+    }
+}
+
+impl SequenceRules {
+    /// Rules with these windows (milliseconds); `sweep_recipients` 0 turns the sweep rule off.
+    pub fn new(sibling_ms: i64, sweep_ms: i64, sweep_recipients: usize) -> Self {
+        Self {
+            sibling_ms,
+            sweep_ms,
+            sweep_recipients,
+            messages: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            newest: 0,
+            pruned: 0,
+        }
+    }
+
+    /// Marks the rows the rules catch; returns earlier rows that must be emitted again.
+    /// `links` gives each campaign's number of links (a campaign missing: no sibling rule).
+    pub fn apply(&mut self, rows: &[Arc<Row>], links: &HashMap<String, i64>) -> Vec<Arc<Row>> {
+        let mut marking = Marking {
+            batch: rows.iter().map(|row| Arc::as_ptr(row) as usize).collect(),
+            again: Vec::new(),
+            again_seen: FxHashSet::default(),
+        };
+        for row in rows {
+            let event = row.event();
+            let Some(campaign) = event.campaign_id.as_deref().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            if event.class != "human" || event.kind != "click" {
+                continue;
+            }
+            let now = event.time;
+            self.newest = self.newest.max(now);
+            let recipient = event.recipient_index.unwrap_or(-1);
+            let wanted = links.get(campaign).copied().unwrap_or(0);
+            if wanted >= 2 && recipient >= 0 {
+                let hits = recent(&mut self.messages, ByMessage(Arc::clone(row)), now - self.sibling_ms);
+                hits.push(Arc::clone(row));
+                let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event().link_index).collect();
+                seen_links.sort_unstable();
+                seen_links.dedup();
+                if i64::try_from(seen_links.len()).unwrap_or(i64::MAX) >= wanted {
+                    marking.mark(hits, MARK_SIBLING);
+                }
+            }
+            let ip = event.ip.as_deref().unwrap_or("");
+            if self.sweep_recipients > 0 && !ip.is_empty() {
+                let seen = recent(&mut self.clients, ByClient(Arc::clone(row)), now - self.sweep_ms);
+                seen.push(Arc::clone(row));
+                let mut recipients: Vec<(&str, Option<i64>)> = seen
+                    .iter()
+                    .map(|hit| {
+                        (
+                            hit.event().campaign_id.as_deref().unwrap_or(""),
+                            hit.event().recipient_index,
+                        )
+                    })
+                    .collect();
+                recipients.sort_unstable();
+                recipients.dedup();
+                if recipients.len() >= self.sweep_recipients {
+                    marking.mark(seen, MARK_SWEEP);
+                }
+            }
+        }
+        if self.newest - self.pruned > 10_000 {
+            self.prune();
+        }
+        marking.again
+    }
+
+    /// Forgets what no rule can use any more, so memory follows the traffic of a few seconds.
+    fn prune(&mut self) {
+        let horizon = self.newest - self.sibling_ms.max(self.sweep_ms);
+        let stale = |hits: &Vec<Arc<Row>>| hits.last().is_none_or(|hit| hit.event().time < horizon);
+        self.messages.retain(|_, hits| !stale(hits));
+        self.clients.retain(|_, hits| !stale(hits));
+        self.pruned = self.newest;
+    }
+}
+
+fn recent<K: std::hash::Hash + Eq>(table: &mut FxHashMap<K, Vec<Arc<Row>>>, key: K, since: i64) -> &mut Vec<Arc<Row>> {
+    let hits = table.entry(key).or_default();
+    if hits.first().is_some_and(|hit| hit.event().time < since) {
+        hits.retain(|hit| hit.event().time >= since);
+    }
+    hits
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::eventrows::{EventDecoder, SinkOptions};
+    use std::collections::HashMap;
+
+    fn click(n: u32, recipient: i64, link: i32, time: i64, ip: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+        let raw = format!(
+            r#"{{"v":1,"event_id":"0190a6e4-7c2b-7000-8000-{n:012}","time":{time},"type":"click","class":"human",
+            "campaign_id":"c1","recipient_index":{recipient},"link_index":{link},"ip":"{ip}","user_agent":"UA"}}"#
+        );
+        (format!("{n}-0").into_bytes(), Some(raw.into_bytes()))
+    }
+
+    #[test]
+    fn a_burst_across_batches_reemits_the_earlier_events() {
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let links = HashMap::from([("c1".to_owned(), 3)]);
+        let first = decoder.decode(vec![
+            click(1, 1, 0, 1_000, "192.0.2.1"),
+            click(2, 1, 1, 1_400, "192.0.2.2"),
+        ]);
+        let rows = decoder.encode(&first, &links, HashMap::new());
+        assert_eq!(rows.revisions(), &[0, 0]);
+        let second = decoder.decode(vec![click(3, 1, 2, 1_800, "192.0.2.3")]);
+        let rows = decoder.encode(&second, &links, HashMap::new());
+        assert_eq!(rows.revisions(), &[1, 1, 1]);
+        assert_eq!(rows.batch_len(), 1);
+        assert_eq!(rows.rows()[1].reclassified(), Some(super::SIBLING_BURST));
+    }
+
+    #[test]
+    fn slow_clicks_and_one_link_campaigns_stay_human() {
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let batch = decoder.decode(vec![
+            click(1, 1, 0, 1_000, "192.0.2.1"),
+            click(2, 1, 1, 6_000, "192.0.2.2"),
+            click(3, 1, 2, 11_000, "192.0.2.3"),
+        ]);
+        let rows = decoder.encode(&batch, &HashMap::from([("c1".to_owned(), 3)]), HashMap::new());
+        assert_eq!(rows.revisions(), &[0, 0, 0]);
+        let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
+        assert_eq!(rows.revisions(), &[0, 0, 0]);
+    }
+
+    #[test]
+    fn one_client_on_five_recipients_is_a_sweep() {
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let clicks = (0..5)
+            .map(|r: u32| click(r + 1, i64::from(r), 0, 1_000 + i64::from(r) * 200, "198.51.100.9"))
+            .collect();
+        let batch = decoder.decode(clicks);
+        let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
+        assert_eq!(rows.revisions(), &[1, 1, 1, 1, 1]);
+        assert!(batch.rows().iter().all(|row| row.reclassified() == Some(super::SWEEP)));
+    }
+}
