@@ -10,6 +10,9 @@ request, a phone browser's headers) and the Valkey/Redis server share CPU 1.
                           Redis (group commit), 302 with UTM, click id and cookie
 ``redirect.ratio``        tracked / ceiling; ``redirect.naive_ratio`` naive / ceiling
 ``redirect.p99_ms``       p99 latency of the tracked runs
+``redirect.cpu_ratio``    ceiling / tracked server CPU time per request (``redirect.ceiling_cpu_us``,
+                          ``redirect.tracked_cpu_us``, from /proc): the same comparison, hardly
+                          moved by other load on the machine
 ``redirect.click_id_us``  what signing the click id (``ClickIds.issue``) costs per redirect, timed
                           on CPU 0 right after the tracked run; ``redirect.click_id_share`` is that
                           over the tracked run's time per request (1 / ``tracked_rps``)
@@ -86,6 +89,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wrk_script(directory: Path, paths: list[str]) -> Path:
@@ -244,6 +253,7 @@ def run(quick: bool) -> dict[str, float]:
             }
             servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
             runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in targets}
+            cpu_us: dict[str, list[float]] = {name: [] for name in targets}
             try:
                 for name, (target, factory) in targets.items():
                     port = _free_port()
@@ -251,8 +261,11 @@ def run(quick: bool) -> dict[str, float]:
                     _wrk(port, script, 1)  # warm-up
                 warm = asyncio.run(_stream_length(url))
                 for _ in range(rounds):
-                    for name, (_, port) in servers.items():
-                        runs[name].append(_wrk(port, script, seconds))
+                    for name, (process, port) in servers.items():
+                        cpu = _cpu_seconds(process.pid)
+                        run = _wrk(port, script, seconds)
+                        runs[name].append(run)
+                        cpu_us[name].append((_cpu_seconds(process.pid) - cpu) / run[2] * 1e6)
             finally:
                 for process, _ in servers.values():
                     _stop(process)
@@ -270,6 +283,11 @@ def run(quick: bool) -> dict[str, float]:
                 n[0] / c[0] for n, c in zip(runs["naive"], runs["ceiling"], strict=True)
             )
             figures["redirect.rounds"] = float(rounds)
+            # The server's own CPU time per request (user + system, from /proc): what a request costs
+            # whatever else the machine is doing, so this ratio hardly moves with the load.
+            figures["redirect.ceiling_cpu_us"] = statistics.median(cpu_us["ceiling"])
+            figures["redirect.tracked_cpu_us"] = statistics.median(cpu_us["tracked"])
+            figures["redirect.cpu_ratio"] = figures["redirect.ceiling_cpu_us"] / figures["redirect.tracked_cpu_us"]
             figures["redirect.click_id_us"] = _click_id_us()
             per_request_us = 1e6 / figures["redirect.tracked_rps"]
             figures["redirect.click_id_share"] = figures["redirect.click_id_us"] / per_request_us
