@@ -23,7 +23,8 @@ from clickhouse_connect.driver.client import Client
 from edge_helpers import BROWSER_HEADERS, SECRET, edge
 from starlette.testclient import TestClient
 
-from shortcore import accounts, reports
+from shortcore import InvalidArgumentError, accounts, reports
+from shortcore._core import EventDecoder, VariantLinks
 from shortcore.analytics import AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import create_control_app
@@ -125,6 +126,11 @@ def test_sibling_links_per_variant_and_fallbacks() -> None:
     assert sibling_links(2, "") == 2
     assert sibling_links(2, "{not json") == 2
     assert sibling_links(2, orjson.dumps({"seed": "zz", "variants": []}).decode()) == 2
+    decoder = EventDecoder()
+    with pytest.raises(InvalidArgumentError, match="int or a VariantLinks"):
+        decoder.encode(decoder.decode([]), {"cmp_x": "3"}, {})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgumentError, match="1 link count"):
+        VariantLinks(VariantAssigner(seed, [1, 1]).core, [3])
 
 
 def test_assignment_depends_on_the_seed_not_on_the_list_order() -> None:
