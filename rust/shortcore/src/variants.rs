@@ -173,6 +173,35 @@ mod tests {
     }
 
     #[test]
+    fn bounds_match_pythons() {
+        // The bounds shortcore.variants computed in CPython for these weights (fsum, round).
+        let cases: [(&[f64], &[u128]); 4] = [
+            (
+                &[0.1, 0.2, 0.7],
+                &[1_844_674_407_370_955_264, 5_534_023_222_112_866_304],
+            ),
+            (
+                &[1.0 / 3.0; 3],
+                &[6_148_914_691_236_516_864, 12_297_829_382_473_033_728],
+            ),
+            (&[1e-6, 1e6], &[18_446_744]),
+            (
+                &[0.3, 1e-9, 0.7, 2.5e-7],
+                &[
+                    5_534_021_833_073_385_472,
+                    5_534_021_851_520_125_952,
+                    18_446_739_462_024_693_760,
+                ],
+            ),
+        ];
+        for (weights, bounds) in cases {
+            let assigner = VariantAssigner::new(b"k", weights).unwrap();
+            assert_eq!(&assigner.bounds[..bounds.len()], bounds, "{weights:?}");
+            assert_eq!(assigner.bounds.last(), Some(&(1 << 64)));
+        }
+    }
+
+    #[test]
     #[allow(clippy::float_cmp)] // exactness is the point
     fn fsum_is_exact() {
         assert_eq!(fsum(&[0.1; 10]), 1.0);
