@@ -7,7 +7,9 @@
 //! recipient's variant, and campaigns created before this module existed were split by Python), so
 //! the bounds are computed with the same float operations, down to `math.fsum` and `round`.
 
-use blake2b_simd::{Params, State};
+use blake2::digest::core_api::{Block, Buffer, UpdateCore, VariableOutputCore};
+use blake2::digest::Output;
+use blake2::Blake2bVarCore;
 
 use crate::{Error, Result};
 
@@ -28,8 +30,10 @@ pub const MAX_SEED_BYTES: usize = 64;
 /// ```
 #[derive(Debug, Clone)]
 pub struct VariantAssigner {
-    /// The keyed state before any input: copying it skips compressing the key block per hash.
-    base: State,
+    /// The keyed state with the key block already compressed: a hash is then one compression, of
+    /// the recipient's 8 bytes as the last block (a keyed Blake2b compresses its key block first,
+    /// as a block that is not the last, which is what `update_blocks` does).
+    base: Blake2bVarCore,
     /// `bounds[i]` is the upper end of variant `i`'s share; the last is 2^64.
     bounds: Vec<u128>,
 }
@@ -60,7 +64,10 @@ impl VariantAssigner {
             bounds.push((bound as u128).min(1 << 64));
         }
         bounds.push(1 << 64);
-        let base = Params::new().hash_length(8).key(seed).to_state();
+        let mut base = Blake2bVarCore::new_with_params(&[], &[], seed.len(), 8);
+        let mut key_block = Block::<Blake2bVarCore>::default();
+        key_block[..seed.len()].copy_from_slice(seed);
+        base.update_blocks(&[key_block]);
         Ok(Self { base, bounds })
     }
 
@@ -77,10 +84,12 @@ impl VariantAssigner {
     /// The hash of `recipient` that picks its variant.
     pub fn hash(&self, recipient: u64) -> u64 {
         let mut state = self.base.clone();
-        state.update(&recipient.to_le_bytes());
-        let digest = state.finalize();
+        let mut last = Buffer::<Blake2bVarCore>::new(&recipient.to_le_bytes());
+        let mut out = Output::<Blake2bVarCore>::default();
+        state.finalize_variable_core(&mut last, &mut out);
+        // The 8-byte digest is the first 8 bytes of the state (the length is in the parameters).
         let mut bytes = [0; 8];
-        bytes.copy_from_slice(digest.as_bytes());
+        bytes.copy_from_slice(&out[..8]);
         u64::from_le_bytes(bytes)
     }
 
