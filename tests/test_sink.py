@@ -36,6 +36,7 @@ from shortcore.sink import (
     stream_backlog,
 )
 from shortcore.store import AnyRedis, EmbeddedStore, connect
+from shortcore.variants import VariantAssigner, new_seed
 
 from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode
 
@@ -93,14 +94,14 @@ def _campaign_id() -> str:
     return "cmp_" + uuid.uuid4().hex[:16]
 
 
-def _add_campaign(client: Client, campaign: str, links: int) -> None:
+def _add_campaign(client: Client, campaign: str, links: int, variants: str = "") -> None:
     now = dt.datetime.now(dt.UTC)
     client.insert(
         f"{DATABASE}.campaigns",
         [[campaign, "acc_test", "test", "text", "ul.example", 0, 10, links,
-          [f"https://x.example/{i}" for i in range(links)], {}, False, None, None, now, 1]],
+          [f"https://x.example/{i}" for i in range(links)], {}, False, None, None, now, 1, variants]],
         column_names=["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
-                      "utm", "click_param", "sent_at", "expires_at", "created_at", "version"],
+                      "utm", "click_param", "sent_at", "expires_at", "created_at", "version", "variants"],
     )  # fmt: skip
 
 
@@ -325,6 +326,57 @@ def test_sequence_rules(redis_url: str, analytics: AnalyticsStore, chdb_client: 
     assert all(rows[e["event_id"]]["class"] == "human" for e in slow)
     assert all(rows[e["event_id"]]["reason"] == "bot:sweep" for e in sweep)
     assert all(rows[e["event_id"]]["class"] == "preview" for e in previews)  # preview servers serve many
+
+
+def test_sibling_rule_counts_the_links_of_the_recipients_own_variant(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    # Variants of 3, 2 and 1 links: the campaign's `links` is 3, but a recipient of the 2-link
+    # variant who opens both of their links within a second is a scanner all the same.
+    campaign, seed = _campaign_id(), new_seed()
+    lengths = {"A": 3, "B": 2, "C": 1}
+    described = {
+        "seed": seed,
+        "variants": [
+            {
+                "name": name,
+                "weight": 1.0,
+                "text": "t",
+                "destinations": [f"https://{name}.example/{i}" for i in range(n)],
+            }
+            for name, n in lengths.items()
+        ],
+    }
+    _add_campaign(chdb_client, campaign, links=3, variants=orjson.dumps(described).decode())
+    split = VariantAssigner(seed, [1, 1, 1]).variants_of(0, 200)
+    a, b, c = ([r for r, v in enumerate(split) if v == i][:2] for i in range(3))
+    t = time.time()
+    b_burst = [click(campaign, b[0], link, at=t + 0.3 * link, ip=f"192.0.2.{link + 1}") for link in (0, 1)]
+    b_slow = [click(campaign, b[1], link, at=t + 6 * link, ip=f"192.0.2.{link + 11}") for link in (0, 1)]
+    a_partial = [click(campaign, a[0], link, at=t + 0.3 * link, ip=f"192.0.2.{link + 21}") for link in (0, 1)]
+    a_burst = [click(campaign, a[1], link, at=t + 0.3 * link, ip=f"192.0.2.{link + 31}") for link in (0, 1, 2)]
+    c_twice = [click(campaign, c[0], 0, at=t + 0.2 * n, ip=f"192.0.2.{n + 41}") for n in range(3)]
+    events = sorted([*b_burst, *b_slow, *a_partial, *a_burst, *c_twice], key=lambda e: int(e["time"]))
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await _write(redis, events)
+        await _drain(redis, analytics, SinkSettings(batch_size=3, batch_wait=0.01))
+        await redis.aclose()
+
+    asyncio.run(go())
+    rows = {str(r["event_id"]): r for r in _rows(chdb_client, campaign)}
+    assert len(rows) == len(events)
+    reasons = {name: [rows[e["event_id"]]["reason"] for e in group] for name, group in (
+        ("b_burst", b_burst), ("b_slow", b_slow), ("a_partial", a_partial), ("a_burst", a_burst), ("c", c_twice),
+    )}  # fmt: skip
+    assert reasons == {
+        "b_burst": ["bot:sibling-burst"] * 2,
+        "b_slow": ["human"] * 2,
+        "a_partial": ["human"] * 2,  # two of the three links of an A message
+        "a_burst": ["bot:sibling-burst"] * 3,
+        "c": ["human"] * 3,  # a one-link message: its link opened again is no burst
+    }
 
 
 def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:

@@ -5,7 +5,10 @@ significance maths, bad input, and the report page with its signed links."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import hashlib
 import math
+import random
 import re
 import time
 from collections import Counter
@@ -20,7 +23,8 @@ from clickhouse_connect.driver.client import Client
 from edge_helpers import BROWSER_HEADERS, SECRET, edge
 from starlette.testclient import TestClient
 
-from shortcore import accounts, reports
+from shortcore import InvalidArgumentError, accounts, reports
+from shortcore._core import EventDecoder, VariantLinks
 from shortcore.analytics import AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import create_control_app
@@ -29,7 +33,7 @@ from shortcore.significance import compare, normal_cdf, verdict
 from shortcore.sink import DEAD_KEY, STREAM_KEY, SinkSettings
 from shortcore.store import connect
 from shortcore.tokens import TokenCodec
-from shortcore.variants import VariantAssigner, VariantError, new_seed, parse_variants
+from shortcore.variants import VariantAssigner, VariantError, new_seed, parse_variants, sibling_links
 
 VARIANTS = [
     {"name": "A", "text": "Spring sale! https://shop.example/a", "weight": 1},
@@ -55,6 +59,78 @@ def test_assignment_is_deterministic_and_follows_the_weights(weights: list[float
         # 4.5 binomial standard deviations: a false failure once in ~150,000 runs.
         tolerance = 4.5 * math.sqrt(n * share * (1 - share))
         assert abs(counts[i] - n * share) <= tolerance, (i, counts[i], n * share)
+
+
+def _reference_variants(seed: str, weights: list[float], first: int, count: int) -> list[int]:
+    """The assignment as shortcore.variants documents it, in plain Python (hashlib, fsum, round)."""
+    space = 2**64
+    total = math.fsum(weights)
+    running, bounds = 0.0, []
+    for weight in weights[:-1]:
+        running += weight
+        bounds.append(min(space, round(running / total * space)))
+    bounds.append(space)
+    base = hashlib.blake2b(key=bytes.fromhex(seed), digest_size=8)
+    out = []
+    for r in range(first, first + count):
+        hasher = base.copy()
+        hasher.update(r.to_bytes(8, "little"))
+        out.append(bisect.bisect_right(bounds, int.from_bytes(hasher.digest(), "little")))
+    return out
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        [1, 1],
+        [1, 3],
+        [0.1, 0.2, 0.7],
+        [1 / 3, 1 / 3, 1 / 3],
+        [1e-6, 1_000_000],
+        [0.3, 1e-9, 0.7, 2.5e-7],
+        [float(i) for i in range(1, 27)],
+        [random.Random(7).uniform(1e-3, 1e3) for _ in range(26)],
+    ],
+)
+@pytest.mark.parametrize("seed", ["00", "ff" * 64, "0123456789abcdef0123456789abcdef"])
+def test_rust_assignment_is_pythons(weights: list[float], seed: str) -> None:
+    assigner = VariantAssigner(seed, weights)
+    starts = (0, 1_000_003, 2**63)
+    for first in starts:
+        assert assigner.variants_of(first, 3_000) == _reference_variants(seed, weights, first, 3_000)
+    assert [assigner.variant_of(r) for r in range(500)] == _reference_variants(seed, weights, 0, 500)
+    assert assigner.variant_of(2**64 - 1) == _reference_variants(seed, weights, 2**64 - 1, 1)[0]
+
+
+def test_assigner_refuses_bad_arguments_clearly() -> None:
+    for seed, weights in (("zz", [1.0]), ("", [1.0]), ("00" * 65, [1.0]), ("00", []), ("00", [1, math.nan])):
+        with pytest.raises(VariantError):
+            VariantAssigner(seed, weights)
+    with pytest.raises(OverflowError):
+        VariantAssigner("00", [1, 1]).variant_of(-1)
+
+
+def test_sibling_links_per_variant_and_fallbacks() -> None:
+    seed = new_seed()
+    described = orjson.dumps(
+        {
+            "seed": seed,
+            "variants": [{"name": n, "weight": 1, "destinations": ["x"] * k} for n, k in (("A", 3), ("B", 1))],
+        }
+    ).decode()
+    links = sibling_links(3, described)
+    assert not isinstance(links, int)
+    split = VariantAssigner(seed, [1, 1]).variants_of(0, 100)
+    assert [links.of(r) for r in range(100)] == [(3, 1)[v] for v in split]
+    assert links.of(-1) == 0
+    assert sibling_links(2, "") == 2
+    assert sibling_links(2, "{not json") == 2
+    assert sibling_links(2, orjson.dumps({"seed": "zz", "variants": []}).decode()) == 2
+    decoder = EventDecoder()
+    with pytest.raises(InvalidArgumentError, match="int or a VariantLinks"):
+        decoder.encode(decoder.decode([]), {"cmp_x": "3"}, {})  # type: ignore[dict-item]
+    with pytest.raises(InvalidArgumentError, match="1 link count"):
+        VariantLinks(VariantAssigner(seed, [1, 1]).core, [3])
 
 
 def test_assignment_depends_on_the_seed_not_on_the_list_order() -> None:

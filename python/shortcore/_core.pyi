@@ -21,6 +21,8 @@ __all__ = [
     "ShortcoreError",
     "TokenCodec",
     "UserAgent",
+    "VariantAssigner",
+    "VariantLinks",
     "__version__",
     "build_profile",
     "find_links",
@@ -192,11 +194,12 @@ class RecipientSpool:
 @final
 class MessageRows:
     """A campaign's messages rendered from a finished RecipientSpool into RowBinary rows of the
-    analytics store's ``messages`` table."""
+    analytics store's ``messages`` table: one text, or named variants split by an assigner (their
+    rows end with the ``variant`` column)."""
 
     def __new__(
         cls,
-        template: MessageTemplate,
+        texts: MessageTemplate | Sequence[tuple[str, MessageTemplate]],
         codec: TokenCodec,
         *,
         campaign_id: str,
@@ -205,7 +208,9 @@ class MessageRows:
         seq_start: int,
         created_at_ms: int,
         sent_at_ms: int | None = None,
-    ) -> MessageRows: ...
+        assigner: VariantAssigner | None = None,
+    ) -> MessageRows:
+        """``texts``: one template, or ``(name, template)`` pairs with ``assigner`` (one weight each)."""
     def encode(self, spool: RecipientSpool, count: int) -> bytes | None:
         """The next ``count`` recipients' rows, or None at the end; without the GIL, on every core."""
     @property
@@ -218,8 +223,33 @@ class MessageRows:
     def segments_before(self) -> int:
         """The segments the original text would have taken over the same messages."""
     @property
-    def first(self) -> tuple[_Recipient, RenderedMessage] | None:
-        """The first recipient and its message, once encoded."""
+    def per_variant(self) -> list[int]:
+        """Messages of each variant so far (one count for one text)."""
+    @property
+    def first(self) -> tuple[_Recipient, RenderedMessage, int] | None:
+        """The first recipient, its message and its variant's index, once encoded."""
+
+@final
+class VariantAssigner:
+    """Recipient index → variant index: the 8-byte Blake2b of the index (8 bytes, little-endian)
+    keyed with ``seed``, against the weights' shares of 2**64 (see ``shortcore.variants``)."""
+
+    def __new__(cls, seed: bytes, weights: Sequence[float]) -> VariantAssigner:
+        """InvalidArgumentError for a seed not of 1 to 64 bytes or a weight not finite and > 0."""
+    def __len__(self) -> int: ...
+    def variant_of(self, recipient: int) -> int:
+        """The variant of recipient ``recipient`` (>= 0)."""
+    def variants_of(self, first: int, count: int) -> list[int]:
+        """The variants of ``count`` consecutive recipients from ``first``, without the GIL."""
+
+@final
+class VariantLinks:
+    """A variant campaign's links for the sink's sibling rule: each variant's number of links."""
+
+    def __new__(cls, assigner: VariantAssigner, links: Sequence[int]) -> VariantLinks:
+        """InvalidArgumentError unless one count per variant."""
+    def of(self, recipient: int) -> int:
+        """The number of links of recipient ``recipient``'s message (0 for a negative index)."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
 """Lowercase names of the headers the classifier reads; the edge stores these with each event."""
@@ -349,9 +379,12 @@ class EventDecoder:
     def replace(self, batch: EventBatch, position: int, raw: bytes) -> str | None:
         """Puts ``raw`` in place of the event at ``position``; returns the reason if ``raw`` is
         not an event (the batch is unchanged then)."""
-    def encode(self, batch: EventBatch, links: Mapping[str, int], countries: Mapping[str, str]) -> EncodedRows:
-        """Applies the sequence rules (``links``: a campaign's number of links) and encodes the
-        rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client address)."""
+    def encode(
+        self, batch: EventBatch, links: Mapping[str, int | VariantLinks], countries: Mapping[str, str]
+    ) -> EncodedRows:
+        """Applies the sequence rules (``links``: a campaign's number of links, or its variants')
+        and encodes the rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client
+        address)."""
 
 @final
 class EventBatch:

@@ -7,9 +7,9 @@ one contiguous token range:
    recipients in a temporary file and counts them, with every invalid and duplicate row and its
    reason;
 2. the range ``recipients * links`` is allocated, and ``MessageBatches`` renders the spooled
-   recipients a batch at a time in Rust (``MessageTemplate::render_recipients`` on every core),
-   straight into ``RowBinary`` rows for the analytics store's ``messages`` table, from which the
-   sender's output is read.
+   recipients a batch at a time in Rust (``messages.rs``, on every core), straight into
+   ``RowBinary`` rows for the analytics store's ``messages`` table, from which the sender's output
+   is read. A/B variant campaigns take the same path, each recipient's text picked in Rust too.
 
 The store side (allocation, routing data, inserts and their undo) lives with the control API; this
 module has no I/O.
@@ -18,12 +18,12 @@ module has no I/O.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shortcore._core import MessageRows
+from shortcore._core import MessageRows, VariantAssigner
 from shortcore.links import MessageTemplate, RenderedMessage
 from shortcore.recipients import Recipient, RecipientList, Rejection
 from shortcore.tokens import TokenCodec
@@ -57,7 +57,8 @@ def prepare_template(text: object, *, scheme: str = "keep", only_last: bool = Fa
     return template
 
 
-# Column order of the analytics store's `messages` table, as MessageBatches fills it.
+# Column order of the analytics store's `messages` table, as MessageBatches fills it (a variant
+# campaign's rows add VARIANT_MESSAGE_COLUMNS' last one).
 MESSAGE_COLUMNS: Final = (
     "campaign_id",
     "account",
@@ -76,6 +77,8 @@ MESSAGE_COLUMNS: Final = (
     "sent_at",
     "created_at",
 )
+#: Columns of the ``messages`` table a variant campaign fills: the usual ones and the variant.
+VARIANT_MESSAGE_COLUMNS: Final = (*MESSAGE_COLUMNS, "variant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +94,25 @@ class CampaignRange:
 
 class MessageBatches:
     """Renders a read :class:`RecipientList` in batches, in Rust, into ``RowBinary`` rows of the
-    analytics store's ``messages`` table (:data:`MESSAGE_COLUMNS`): no Python object per row."""
+    analytics store's ``messages`` table (:attr:`columns`): no Python object per row.
 
-    def __init__(self, template: MessageTemplate, codec: TokenCodec, campaign: CampaignRange) -> None:
-        self._template = template
+    One text, or A/B variants: ``variants`` as ``(name, template)`` pairs with the campaign's
+    ``assigner`` (see :mod:`shortcore.variants`), when each row also gets its variant's name."""
+
+    def __init__(
+        self,
+        template: MessageTemplate,
+        codec: TokenCodec,
+        campaign: CampaignRange,
+        *,
+        variants: Sequence[tuple[str, MessageTemplate]] = (),
+        assigner: VariantAssigner | None = None,
+    ) -> None:
+        self._names = [name for name, _ in variants]
+        self._templates = [t for _, t in variants] or [template]
+        self.columns = VARIANT_MESSAGE_COLUMNS if variants else MESSAGE_COLUMNS
         self._rows = MessageRows(
-            template,
+            list(variants) if variants else template,
             codec,
             campaign_id=campaign.campaign_id,
             account=campaign.account,
@@ -104,6 +120,7 @@ class MessageBatches:
             seq_start=campaign.seq_start,
             created_at_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
             sent_at_ms=None if campaign.sent_at is None else int(campaign.sent_at.timestamp() * 1000),
+            assigner=assigner,
         )
 
     def encode(self, recipients: RecipientList, size: int) -> bytes | None:
@@ -124,14 +141,23 @@ class MessageBatches:
         rows = self._rows
         return MessageTotals(rows.messages, rows.segments, rows.segments_before)
 
+    @property
+    def per_variant(self) -> list[int]:
+        """Messages of each variant so far (one count for one text)."""
+        return self._rows.per_variant
+
     def first_row(self) -> dict[str, Any] | None:
-        """The first recipient's message row (see :func:`message_row`), once rendered."""
+        """The first recipient's message row (see :func:`message_row`), once rendered; with
+        variants, also its ``variant``."""
         first = self._rows.first
         if first is None:
             return None
-        (line, phone, recipient_id, fields), message = first
+        (line, phone, recipient_id, fields), message, variant = first
         recipient = Recipient(line, phone, recipient_id, dict(fields))
-        return message_row(recipient, message, self._template.original_size.segments)
+        row = message_row(recipient, message, self._templates[variant].original_size.segments)
+        if self._names:
+            row["variant"] = self._names[variant]
+        return row
 
 
 @dataclass(frozen=True, slots=True)

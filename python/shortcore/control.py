@@ -40,7 +40,6 @@ from shortcore import accounts, conversions, reports, routing, webhooks
 from shortcore.accounts import Account
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.campaigns import (
-    MESSAGE_COLUMNS,
     CampaignError,
     CampaignRange,
     MessageBatches,
@@ -71,9 +70,7 @@ from shortcore.stats import (
 from shortcore.store import AnyRedis
 from shortcore.tokens import DEFAULT_TOKEN_LENGTH, TokenCodec
 from shortcore.variants import (
-    VARIANT_MESSAGE_COLUMNS,
     VariantError,
-    VariantMessageBatches,
     VariantPlan,
     VariantSpec,
     parse_variants,
@@ -517,24 +514,12 @@ async def _create_campaign(
             raise ApiError(507, "token_space_exhausted", f"{domain.token_length}-character tokens are used up")
         sent_at = dt.datetime.fromtimestamp(spec.sent_at, dt.UTC) if spec.sent_at else None
         where = CampaignRange(campaign_id, account.id, domain.base_url, seq_start, sent_at)
-        # A one-text campaign renders in Rust straight into RowBinary; a variant campaign renders
-        # each variant's messages from Python into columns (see shortcore.variants).
-        batches: MessageBatches | VariantMessageBatches = (
-            plan.batches(codec, where) if plan else MessageBatches(template, codec, where)
-        )
-        first_rows: list[dict[str, Any]] = []
+        # One text or A/B variants: rendered in Rust straight into RowBinary (shortcore.campaigns).
+        batches = plan.batches(codec, where) if plan else MessageBatches(template, codec, where)
 
         def store_messages(client: Client) -> None:
-            if isinstance(batches, VariantMessageBatches):
-                for recipients in spool.batches(RENDER_BATCH):
-                    columns, rows = batches.render(recipients, with_rows=not first_rows)
-                    first_rows.extend(rows[:1])
-                    client.insert(
-                        f"{DATABASE}.messages", columns, column_names=VARIANT_MESSAGE_COLUMNS, column_oriented=True
-                    )
-            else:
-                for body in batches.chunks(spool, RENDER_BATCH):
-                    client.raw_insert(f"{DATABASE}.messages", MESSAGE_COLUMNS, insert_block=body, fmt="RowBinary")
+            for body in batches.chunks(spool, RENDER_BATCH):
+                client.raw_insert(f"{DATABASE}.messages", batches.columns, insert_block=body, fmt="RowBinary")
             client.insert(
                 f"{DATABASE}.campaigns",
                 [
@@ -602,13 +587,11 @@ async def _create_campaign(
         },
         "messages_url": f"/api/v1/campaigns/{campaign_id}/messages",
     }
-    if plan is not None and isinstance(batches, VariantMessageBatches):
+    if plan is not None:
         created["variants"] = plan.summary(batches)
-        return created, (first_rows[0] if first_rows else None)
-    assert isinstance(batches, MessageBatches)
     first = batches.first_row()
     if first is not None:
-        first["variant"] = None  # as the messages download says of a one-text campaign
+        first.setdefault("variant", None)  # as the messages download says of a one-text campaign
     return created, first
 
 

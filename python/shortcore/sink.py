@@ -50,13 +50,14 @@ import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shortcore._core import EncodedRows, EventBatch, EventDecoder
+from shortcore._core import EncodedRows, EventBatch, EventDecoder, VariantLinks
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.backlog import GROUP as GROUP
 from shortcore.backlog import STREAM_KEY as STREAM_KEY
 from shortcore.backlog import stream_backlog as stream_backlog
 from shortcore.conversions import Attribution
 from shortcore.store import AnyRedis
+from shortcore.variants import sibling_links
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ class EventInserter:
             sweep_window_ms=int(settings.sweep_window * 1000),
         )
         self.geo = GeoCountries(settings.geoip_db) if settings.geoip_db is not None else None
-        self._links: dict[str, int] = {}
+        self._links: dict[str, int | VariantLinks] = {}
 
     def prepare(self, client: Client | None, entries: Sequence[Sequence[Any]]) -> PreparedBatch:
         """Checks, enriches and judges a batch. Entries are ``(stream id, fields)`` as a stream
@@ -339,10 +340,12 @@ class EventInserter:
         if len(self._links) > 100_000:
             self._links.clear()
         found = client.query(
-            f"SELECT id, links FROM {DATABASE}.campaigns FINAL WHERE id IN %(ids)s", parameters={"ids": campaigns}
+            f"SELECT id, links, variants FROM {DATABASE}.campaigns FINAL WHERE id IN %(ids)s",
+            parameters={"ids": campaigns},
         ).result_rows
-        for campaign, links in found:
-            self._links[campaign] = int(links)
+        for campaign, links, variants in found:
+            # A variant campaign's own links per variant (its `links` is the most any has).
+            self._links[campaign] = sibling_links(int(links), variants)
         # A campaign not (yet) in the table: no sibling rule until it is.
         for campaign in campaigns:
             if campaign not in self._links:

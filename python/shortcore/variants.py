@@ -15,28 +15,23 @@ variant is an unknown token.
 
 from __future__ import annotations
 
-import bisect
-import datetime as dt
-import hashlib
 import math
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
+from shortcore import _core
 from shortcore.campaigns import (
-    MESSAGE_COLUMNS,
     CampaignError,
     CampaignRange,
-    MessageTotals,
-    message_row,
+    MessageBatches,
     prepare_template,
 )
-from shortcore.links import MessageTemplate, RenderedMessage
-from shortcore.recipients import Recipient
+from shortcore.links import MessageTemplate
 from shortcore.routing import VariantRoute
 from shortcore.tokens import TokenCodec
 
@@ -47,10 +42,6 @@ MAX_WEIGHT: Final = 1_000_000.0
 # Names go into utm_content and report headers: short, URL-safe, no spaces.
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 SEED_BYTES: Final = 16
-_SPACE: Final = 2**64
-
-#: Columns of the ``messages`` table a variant campaign fills: the usual ones and the variant.
-VARIANT_MESSAGE_COLUMNS: Final = (*MESSAGE_COLUMNS, "variant")
 
 
 class VariantError(CampaignError):
@@ -139,39 +130,48 @@ def new_seed() -> str:
 class VariantAssigner:
     """Recipient index → variant index, from the campaign's seed and the variants' weights.
 
-    ``bounds[i]`` is the upper end of variant ``i``'s share of [0, 2**64); the last is 2**64, so
-    every hash lands in exactly one interval.
+    ``bounds[i]`` is the upper end of variant ``i``'s share of [0, 2**64) (a running sum of the
+    weights over their ``math.fsum``, times 2**64, rounded); the last is 2**64, so every hash lands
+    in exactly one interval. The hashing and the bounds are in Rust (``_core.VariantAssigner``,
+    which the renderer and the sink use too); this class checks the arguments for a clear error.
     """
 
-    __slots__ = ("_base", "_bounds", "_key")
+    __slots__ = ("core", "variant_of", "variants_of")
+
+    #: The recipient's variant. The edge calls it on every request of a variant campaign, so it is
+    #: the Rust method itself, not a Python method around it.
+    variant_of: Callable[[int], int]
+    #: The variants of ``count`` consecutive recipients from ``first``.
+    variants_of: Callable[[int, int], list[int]]
 
     def __init__(self, seed: str, weights: Sequence[float]) -> None:
         if not weights or any(not (w > 0 and math.isfinite(w)) for w in weights):
             raise VariantError("variant weights must be numbers > 0")
         try:
-            self._key = bytes.fromhex(seed)
+            key = bytes.fromhex(seed)
         except ValueError:
             raise VariantError("the variant seed must be hex") from None
-        if not 1 <= len(self._key) <= 64:
+        if not 1 <= len(key) <= 64:
             raise VariantError("the variant seed must be 1 to 64 bytes")
-        total = math.fsum(weights)
-        running = 0.0
-        bounds = []
-        for weight in weights[:-1]:
-            running += weight
-            bounds.append(min(_SPACE, round(running / total * _SPACE)))
-        bounds.append(_SPACE)
-        self._bounds = tuple(bounds)
-        # Copying a keyed state skips the key block each hash would otherwise compress again.
-        self._base = hashlib.blake2b(key=self._key, digest_size=8)
+        self.core = _core.VariantAssigner(key, [float(w) for w in weights])
+        self.variant_of = self.core.variant_of
+        self.variants_of = self.core.variants_of
 
-    def variant_of(self, recipient: int) -> int:
-        hasher = self._base.copy()
-        hasher.update(recipient.to_bytes(8, "little"))
-        return bisect.bisect_right(self._bounds, int.from_bytes(hasher.digest(), "little"))
 
-    def variants_of(self, first: int, count: int) -> list[int]:
-        return [self.variant_of(r) for r in range(first, first + count)]
+def sibling_links(links: int, described: str) -> int | _core.VariantLinks:
+    """What the sink's ``bot:sibling-burst`` rule needs of a campaign: its number of links, or for
+    a variant campaign (``described``: ``campaigns.variants``, see :func:`describe`) each
+    variant's with the split, so a recipient is judged by the links of their own message. A
+    description that cannot be read falls back to ``links`` (the most any variant has)."""
+    if not described:
+        return links
+    try:
+        plan = orjson.loads(described)
+        variants = plan["variants"]
+        assigner = VariantAssigner(plan["seed"], [float(v["weight"]) for v in variants])
+        return _core.VariantLinks(assigner.core, [len(v["destinations"]) for v in variants])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return links
 
 
 def link_slots(variants: Sequence[Variant]) -> int:
@@ -209,8 +209,18 @@ class VariantPlan:
     def slots(self) -> int:
         return link_slots(self.variants)
 
-    def batches(self, codec: TokenCodec, campaign: CampaignRange) -> VariantMessageBatches:
-        return VariantMessageBatches(self.variants, self.seed, codec, campaign)
+    def assigner(self) -> VariantAssigner:
+        return VariantAssigner(self.seed, [v.weight for v in self.variants])
+
+    def batches(self, codec: TokenCodec, campaign: CampaignRange) -> MessageBatches:
+        """The campaign's messages, rendered in Rust like a one-text campaign's."""
+        return MessageBatches(
+            self.control.template,
+            codec,
+            campaign,
+            variants=[(v.name, v.template) for v in self.variants],
+            assigner=self.assigner().core,
+        )
 
     def routes(self) -> tuple[VariantRoute, ...]:
         return tuple(VariantRoute(v.name, v.weight, tuple(v.destinations)) for v in self.variants)
@@ -218,84 +228,9 @@ class VariantPlan:
     def json(self) -> str:
         return orjson.dumps(describe(self.variants, self.seed)).decode()
 
-    def summary(self, batches: VariantMessageBatches) -> list[dict[str, Any]]:
+    def summary(self, batches: MessageBatches) -> list[dict[str, Any]]:
         """Per variant, for the creation answer: name, weight, links and messages."""
         return [
             {"name": v.name, "weight": v.weight, "links": len(v.destinations), "messages": n}
             for v, n in zip(self.variants, batches.per_variant, strict=True)
         ]
-
-
-class VariantMessageBatches:
-    """Renders spooled recipients of a variant campaign in batches, like
-    :class:`shortcore.campaigns.MessageBatches`, with each message's variant as the last column."""
-
-    def __init__(self, variants: Sequence[Variant], seed: str, codec: TokenCodec, campaign: CampaignRange) -> None:
-        self._variants = list(variants)
-        self._assigner = VariantAssigner(seed, [v.weight for v in variants])
-        self._codec = codec
-        self._campaign = campaign
-        self._slots = link_slots(variants)
-        self._names = [v.name for v in self._variants]
-        self._segments_before = [v.template.original_size.segments for v in self._variants]
-        self._messages = self._segments = self._segments_before_total = 0
-        self.per_variant = [0] * len(self._variants)
-        self._next_index = 0
-
-    def render(
-        self, recipients: Sequence[Recipient], with_rows: bool = True
-    ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-        campaign, slots = self._campaign, self._slots
-        first, n = self._next_index, len(recipients)
-        self._next_index += n
-        # One Rust call for every slot's token of the batch; unused slots are simply not printed.
-        tokens = self._codec.encode_range(campaign.seq_start + first * slots, n * slots)
-        base = campaign.base_url.rstrip("/")
-        assigned = self._assigner.variants_of(first, n)
-        positions: dict[int, list[int]] = {}
-        for position, variant in enumerate(assigned):
-            positions.setdefault(variant, []).append(position)
-        rendered: list[RenderedMessage | None] = [None] * n
-        for variant, where in positions.items():
-            links = len(self._variants[variant].destinations)
-            urls = [[f"{base}/{tokens[p * slots + link]}" for link in range(links)] for p in where]
-            for p, message in zip(where, self._variants[variant].template.render_many(urls), strict=True):
-                rendered[p] = message
-            self.per_variant[variant] += len(where)
-        done = [m for m in rendered if m is not None]
-        names = [self._names[v] for v in assigned]
-        before = [self._segments_before[v] for v in assigned]
-        now = dt.datetime.now(dt.UTC)
-        columns: list[list[Any]] = [
-            [campaign.campaign_id] * n,
-            [campaign.account] * n,
-            list(range(first, first + n)),
-            [r.line for r in recipients],
-            [r.phone for r in recipients],
-            [r.id or "" for r in recipients],
-            [r.fields for r in recipients],
-            [m.text for m in done],
-            [m.after.encoding for m in done],
-            [m.after.characters for m in done],
-            [m.after.units for m in done],
-            [m.after.segments for m in done],
-            before,
-            [m.short_urls for m in done],
-            [campaign.sent_at] * n,
-            [now] * n,
-            names,
-        ]
-        rows = []
-        if with_rows:
-            rows = [
-                {**message_row(r, m, b), "variant": name}
-                for r, m, b, name in zip(recipients, done, before, names, strict=True)
-            ]
-        self._messages += n
-        self._segments += sum(columns[11])
-        self._segments_before_total += sum(before)
-        return columns, rows
-
-    @property
-    def totals(self) -> MessageTotals:
-        return MessageTotals(self._messages, self._segments, self._segments_before_total)

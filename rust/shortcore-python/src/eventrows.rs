@@ -6,8 +6,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use shortcore::eventrows::{DecodedBatch, EncodedRows, EventDecoder, SinkOptions};
+use shortcore::sequence::CampaignLinks;
 
 use crate::errors::invalid_argument;
+use crate::variants::PyVariantLinks;
 use crate::without_gil;
 
 /// The event bytes of a stream entry's fields: the flat list a raw reply has, a dict, or the
@@ -122,9 +124,10 @@ impl PyEventDecoder {
         &mut self,
         py: Python<'_>,
         batch: &PyEventBatch,
-        links: HashMap<String, i64>,
+        links: HashMap<String, Bound<'_, PyAny>>,
         countries: HashMap<String, String>,
-    ) -> PyEncodedRows {
+    ) -> PyResult<PyEncodedRows> {
+        let links = campaign_links(py, links)?;
         let inner = &mut self.inner;
         let decoded = &batch.inner;
         let (rows, body) = without_gil(py, move || {
@@ -132,11 +135,34 @@ impl PyEventDecoder {
             let body = rows.native(0, rows.len());
             (rows, body)
         });
-        PyEncodedRows {
+        Ok(PyEncodedRows {
             body: PyBytes::new(py, &body).unbind(),
             rows,
-        }
+        })
     }
+}
+
+/// A campaign's links as `encode` takes them: a number, or a `VariantLinks`.
+fn campaign_links(
+    py: Python<'_>,
+    links: HashMap<String, Bound<'_, PyAny>>,
+) -> PyResult<HashMap<String, CampaignLinks>> {
+    links
+        .into_iter()
+        .map(|(campaign, value)| {
+            let links = if let Ok(variants) = value.cast::<PyVariantLinks>() {
+                variants.get().core().clone()
+            } else if let Ok(count) = value.extract::<i64>() {
+                CampaignLinks::Count(count)
+            } else {
+                return Err(invalid_argument(
+                    py,
+                    format!("the links of {campaign:?} must be an int or a VariantLinks"),
+                ));
+            };
+            Ok((campaign, links))
+        })
+        .collect()
 }
 
 /// A checked batch (see `EventDecoder.decode`).

@@ -12,6 +12,7 @@ mod phones;
 mod recipients;
 mod sms;
 mod tokens;
+mod variants;
 
 use pyo3::prelude::*;
 
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sms::register(m)?;
     classify::register(m)?;
     eventrows::register(m)?;
+    variants::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.
     m.add(

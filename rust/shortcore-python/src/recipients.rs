@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shortcore::messages::{CampaignRows, MessageRows, MessageTotals};
+use shortcore::messages::{CampaignRows, CampaignTexts, MessageRows, MessageTotals};
 use shortcore::recipients::{CsvRecipients, RawRecipient, Recipient, RecipientSpool, Rejection};
 
 use crate::errors::{invalid_argument, to_py};
 use crate::links::{PyMessageTemplate, PyRenderedMessage};
 use crate::tokens::PyTokenCodec;
+use crate::variants::PyVariantAssigner;
 use crate::without_gil;
 
 type RecipientTuple = (u32, String, Option<String>, Vec<(String, String)>);
@@ -135,24 +136,51 @@ impl PyRecipientSpool {
 }
 
 /// A campaign's messages, rendered from a finished `RecipientSpool` a batch at a time into
-/// `RowBinary` rows of the `messages` table.
+/// `RowBinary` rows of the `messages` table: one text, or named variants split by an assigner.
 #[pyclass(module = "shortcore._core", name = "MessageRows")]
 pub struct PyMessageRows {
-    template: shortcore::MessageTemplate,
+    texts: CampaignTexts,
     codec: shortcore::TokenCodec,
     campaign: CampaignRows,
     next_index: u64,
     totals: MessageTotals,
-    first: Option<(Recipient, shortcore::RenderedMessage)>,
+    first: Option<(Recipient, shortcore::RenderedMessage, usize)>,
+}
+
+/// The texts of `MessageRows`: a template, or `(name, template)` pairs with an assigner.
+fn campaign_texts(
+    py: Python<'_>,
+    texts: &Bound<'_, PyAny>,
+    assigner: Option<PyRef<'_, PyVariantAssigner>>,
+) -> PyResult<CampaignTexts> {
+    if let Ok(template) = texts.cast::<PyMessageTemplate>() {
+        if assigner.is_some() {
+            return Err(invalid_argument(py, "one text takes no assigner".to_owned()));
+        }
+        return Ok(CampaignTexts::one(template.borrow().core().clone()));
+    }
+    let Some(assigner) = assigner else {
+        return Err(invalid_argument(
+            py,
+            "texts must be a MessageTemplate, or (name, MessageTemplate) pairs with an assigner".to_owned(),
+        ));
+    };
+    let pairs: Vec<(String, PyRef<'_, PyMessageTemplate>)> = texts.extract()?;
+    let variants = pairs
+        .into_iter()
+        .map(|(name, template)| (name, template.core().clone()))
+        .collect();
+    CampaignTexts::variants(variants, assigner.core().clone()).map_err(|e| to_py(py, &e))
 }
 
 #[pymethods]
 impl PyMessageRows {
     #[new]
-    #[pyo3(signature = (template, codec, *, campaign_id, account, base_url, seq_start, created_at_ms, sent_at_ms = None))]
+    #[pyo3(signature = (texts, codec, *, campaign_id, account, base_url, seq_start, created_at_ms, sent_at_ms = None, assigner = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        template: PyRef<'_, PyMessageTemplate>,
+        py: Python<'_>,
+        texts: &Bound<'_, PyAny>,
         codec: PyRef<'_, PyTokenCodec>,
         campaign_id: String,
         account: String,
@@ -160,9 +188,10 @@ impl PyMessageRows {
         seq_start: u64,
         created_at_ms: i64,
         sent_at_ms: Option<i64>,
-    ) -> Self {
-        Self {
-            template: template.core().clone(),
+        assigner: Option<PyRef<'_, PyVariantAssigner>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            texts: campaign_texts(py, texts, assigner)?,
             codec: codec.core().clone(),
             campaign: CampaignRows {
                 campaign_id,
@@ -175,7 +204,7 @@ impl PyMessageRows {
             next_index: 0,
             totals: MessageTotals::default(),
             first: None,
-        }
+        })
     }
 
     /// The rows of the spool's next `count` recipients as `RowBinary` bytes; None when the spool
@@ -186,7 +215,7 @@ impl PyMessageRows {
         spool: &mut PyRecipientSpool,
         count: usize,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let (template, codec, campaign) = (&self.template, &self.codec, &self.campaign);
+        let (texts, codec, campaign) = (&self.texts, &self.codec, &self.campaign);
         let (next_index, want_first) = (self.next_index, self.first.is_none());
         let inner = &mut spool.spool;
         let encoded = without_gil(py, || -> Result<_, Failure> {
@@ -194,17 +223,17 @@ impl PyMessageRows {
             if recipients.is_empty() {
                 return Ok(None);
             }
-            let mut rows = MessageRows::new(template, codec, campaign, next_index);
-            let parts = rows.encode_parts(&recipients).map_err(Failure::Core)?;
+            let mut rows = MessageRows::new(texts, codec, campaign, next_index);
+            let mut parts = rows.encode_parts(&recipients).map_err(Failure::Core)?;
             let first = if want_first {
                 parts
-                    .iter()
-                    .find_map(|part| part.2.clone())
-                    .map(|m| (recipients[0].clone(), m))
+                    .iter_mut()
+                    .find_map(|part| part.first.take())
+                    .map(|(variant, m)| (recipients[0].clone(), m, variant))
             } else {
                 None
             };
-            let rows_only: Vec<Vec<u8>> = parts.into_iter().map(|part| part.0).collect();
+            let rows_only: Vec<Vec<u8>> = parts.into_iter().map(|part| part.rows).collect();
             Ok(Some((rows_only, rows.totals, first)))
         })
         .map_err(|failure| match failure {
@@ -225,9 +254,7 @@ impl PyMessageRows {
             Ok(())
         })?;
         self.next_index += totals.messages;
-        self.totals.messages += totals.messages;
-        self.totals.segments += totals.segments;
-        self.totals.segments_before += totals.segments_before;
+        self.totals.add(&totals);
         if first.is_some() {
             self.first = first;
         }
@@ -252,12 +279,20 @@ impl PyMessageRows {
         self.totals.segments_before
     }
 
-    /// The first recipient `(line, e164, id, fields)` and its message, once encoded.
+    /// Messages of each variant so far (one count for one text).
     #[getter]
-    fn first(&self) -> Option<(RecipientTuple, PyRenderedMessage)> {
+    fn per_variant(&self) -> Vec<u64> {
+        let mut counts = self.totals.per_variant.clone();
+        counts.resize(self.texts.templates().len(), 0);
+        counts
+    }
+
+    /// The first recipient `(line, e164, id, fields)`, its message and its variant, once encoded.
+    #[getter]
+    fn first(&self) -> Option<(RecipientTuple, PyRenderedMessage, usize)> {
         self.first
             .as_ref()
-            .map(|(recipient, message)| (as_tuple(recipient.clone()), message.clone().into()))
+            .map(|(recipient, message, variant)| (as_tuple(recipient.clone()), message.clone().into(), *variant))
     }
 }
 

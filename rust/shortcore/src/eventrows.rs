@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::native::{self, Column};
-use crate::sequence::{SequenceRules, SIBLING_BURST, SWEEP};
+use crate::sequence::{CampaignLinks, SequenceRules, SIBLING_BURST, SWEEP};
 use crate::useragent::parse_user_agent;
 
 /// The version of the edge's event JSON this decoder reads.
@@ -821,7 +821,7 @@ impl EventDecoder {
     pub fn encode(
         &mut self,
         batch: &DecodedBatch,
-        links: &HashMap<String, i64>,
+        links: &HashMap<String, CampaignLinks>,
         countries: HashMap<String, String>,
     ) -> EncodedRows {
         let again = self.rules.apply(&batch.rows, links);

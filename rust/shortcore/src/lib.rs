@@ -11,6 +11,7 @@
 //! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for `ClickHouse`.
 //! * [`native`] — one block of `ClickHouse`'s `Native` format, column by column.
 //! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
+//! * [`variants`] — A/B variants: which of a campaign's texts a recipient gets.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -40,6 +41,7 @@ pub mod sequence;
 pub mod sms;
 pub mod tokens;
 pub mod useragent;
+pub mod variants;
 
 pub use classify::{
     Classification, Classifier, Header, Label, OwnedHeaders, Request, RequestHeaders, CLASSIFIER_HEADERS,

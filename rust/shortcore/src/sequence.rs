@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::eventrows::Row;
+use crate::variants::VariantAssigner;
 
 /// The reason given to the events of a sibling burst.
 pub const SIBLING_BURST: &str = "bot:sibling-burst";
@@ -26,6 +27,39 @@ pub const SWEEP: &str = "bot:sweep";
 
 const MARK_SIBLING: u8 = 1;
 const MARK_SWEEP: u8 = 2;
+
+/// How many links a campaign's messages have, as the sibling rule needs it.
+#[derive(Debug, Clone)]
+pub enum CampaignLinks {
+    /// Every message has this many (0: no sibling rule for the campaign).
+    Count(i64),
+    /// A/B variants: recipient `r`'s message has `links[assigner.variant_of(r)]`.
+    Variants {
+        /// The campaign's recipient → variant split.
+        assigner: Arc<VariantAssigner>,
+        /// Each variant's number of links.
+        links: Vec<i64>,
+    },
+}
+
+impl CampaignLinks {
+    /// The number of links of recipient `recipient`'s message.
+    pub fn of(&self, recipient: i64) -> i64 {
+        match self {
+            Self::Count(n) => *n,
+            Self::Variants { assigner, links } => u64::try_from(recipient)
+                .ok()
+                .and_then(|r| links.get(assigner.variant_of(r)).copied())
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl From<i64> for CampaignLinks {
+    fn from(count: i64) -> Self {
+        Self::Count(count)
+    }
+}
 
 /// What the rules remember between batches: the recent human clicks per message and per client.
 #[derive(Debug)]
@@ -129,7 +163,7 @@ impl SequenceRules {
 
     /// Marks the rows the rules catch; returns earlier rows that must be emitted again.
     /// `links` gives each campaign's number of links (a campaign missing: no sibling rule).
-    pub fn apply(&mut self, rows: &[Arc<Row>], links: &HashMap<String, i64>) -> Vec<Arc<Row>> {
+    pub fn apply(&mut self, rows: &[Arc<Row>], links: &HashMap<String, CampaignLinks>) -> Vec<Arc<Row>> {
         let mut marking = Marking {
             batch: rows.iter().map(|row| Arc::as_ptr(row) as usize).collect(),
             again: Vec::new(),
@@ -146,7 +180,9 @@ impl SequenceRules {
             let now = event.time;
             self.newest = self.newest.max(now);
             let recipient = event.recipient_index.unwrap_or(-1);
-            let wanted = links.get(campaign).copied().unwrap_or(0);
+            // With variants, the recipient's own message's links: a variant with fewer links
+            // than another is judged by its own count.
+            let wanted = links.get(campaign).map_or(0, |l| l.of(recipient));
             if wanted >= 2 && recipient >= 0 {
                 let hits = recent(&mut self.messages, ByMessage(Arc::clone(row)), now - self.sibling_ms);
                 hits.push(Arc::clone(row));
@@ -217,7 +253,7 @@ mod tests {
     #[test]
     fn a_burst_across_batches_reemits_the_earlier_events() {
         let mut decoder = EventDecoder::new(SinkOptions::default());
-        let links = HashMap::from([("c1".to_owned(), 3)]);
+        let links = HashMap::from([("c1".to_owned(), 3.into())]);
         let first = decoder.decode(vec![
             click(1, 1, 0, 1_000, "192.0.2.1"),
             click(2, 1, 1, 1_400, "192.0.2.2"),
@@ -239,7 +275,7 @@ mod tests {
             click(2, 1, 1, 6_000, "192.0.2.2"),
             click(3, 1, 2, 11_000, "192.0.2.3"),
         ]);
-        let rows = decoder.encode(&batch, &HashMap::from([("c1".to_owned(), 3)]), HashMap::new());
+        let rows = decoder.encode(&batch, &HashMap::from([("c1".to_owned(), 3.into())]), HashMap::new());
         assert_eq!(rows.revisions(), &[0, 0, 0]);
         let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
         assert_eq!(rows.revisions(), &[0, 0, 0]);
@@ -255,5 +291,41 @@ mod tests {
         let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
         assert_eq!(rows.revisions(), &[1, 1, 1, 1, 1]);
         assert!(batch.rows().iter().all(|row| row.reclassified() == Some(super::SWEEP)));
+    }
+
+    #[test]
+    fn a_variant_is_judged_by_its_own_links() {
+        use super::CampaignLinks;
+        use crate::variants::VariantAssigner;
+        use std::sync::Arc;
+
+        let assigner = VariantAssigner::new(b"seed", &[1.0, 1.0, 1.0]).unwrap();
+        let (two, one) = {
+            let split = assigner.variants_of(0, 100);
+            let r = |v| i64::try_from(split.iter().position(|&x| x == v).unwrap()).unwrap();
+            (r(1), r(2))
+        };
+        // Variants of 3, 2 and 1 links: the campaign's 3 would never catch the 2-link variant.
+        let links = HashMap::from([(
+            "c1".to_owned(),
+            CampaignLinks::Variants {
+                assigner: Arc::new(assigner),
+                links: vec![3, 2, 1],
+            },
+        )]);
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let batch = decoder.decode(vec![
+            click(1, two, 0, 1_000, "192.0.2.1"),
+            click(2, two, 1, 1_300, "192.0.2.2"),
+            click(3, one, 0, 1_000, "192.0.2.3"),
+            click(4, one, 0, 1_200, "192.0.2.4"),
+        ]);
+        let rows = decoder.encode(&batch, &links, HashMap::new());
+        let reasons: Vec<_> = rows.rows().iter().map(|row| row.reclassified()).collect();
+        assert_eq!(
+            reasons,
+            [Some(super::SIBLING_BURST), Some(super::SIBLING_BURST), None, None]
+        );
+        assert_eq!(links["c1"].of(-1), 0);
     }
 }
