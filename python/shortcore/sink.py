@@ -50,13 +50,14 @@ import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from shortcore._core import EncodedRows, EventBatch, EventDecoder
+from shortcore._core import EncodedRows, EventBatch, EventDecoder, StreamEntries
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.backlog import GROUP as GROUP
 from shortcore.backlog import STREAM_KEY as STREAM_KEY
 from shortcore.backlog import stream_backlog as stream_backlog
 from shortcore.conversions import Attribution
 from shortcore.store import AnyRedis
+from shortcore.streamread import StreamReader, client_url
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,10 @@ class SinkSettings:
 
 # ---------------------------------------------------------------------------------------------
 # From the edge's JSON to the table's rows
+
+#: A batch of stream entries: ``(id, fields)`` pairs as redis-py gives them, or the entries of
+#: raw replies (both index as ``(id, [b"e", event])``).
+Entries = Sequence[Sequence[Any]] | StreamEntries
 
 #: The columns the sink writes, in the order of :class:`~shortcore._core.EventDecoder`'s rows.
 EVENT_COLUMNS: Final = (
@@ -300,9 +305,9 @@ class EventInserter:
         self.geo = GeoCountries(settings.geoip_db) if settings.geoip_db is not None else None
         self._links: dict[str, int] = {}
 
-    def prepare(self, client: Client | None, entries: Sequence[Sequence[Any]]) -> PreparedBatch:
+    def prepare(self, client: Client | None, entries: Entries) -> PreparedBatch:
         """Checks, enriches and judges a batch. Entries are ``(stream id, fields)`` as a stream
-        reply gives them (or ``(stream id, event bytes)``)."""
+        reply gives them (or ``(stream id, event bytes)``), or a raw reply's :class:`StreamEntries`."""
         batch = self.decoder.decode(entries)
         dead = [(_bytes(entries[i][0]), _field(entries[i][1]) or b"", reason) for i, reason in batch.dead]
         conversions = batch.of_kind("conversion")
@@ -507,6 +512,9 @@ class EventSink:
         if isinstance(redis, aioredis.Redis):
             self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
             self._raw.response_callbacks.pop("XREADGROUP", None)
+        # New entries are read as raw bytes on a connection of the sink's own (not on a cluster).
+        url = client_url(redis)
+        self._stream = StreamReader(url) if url is not None else None
         self.analytics = analytics
         self.settings = settings or SinkSettings()
         self.consumer = self.settings.consumer or default_consumer()
@@ -550,6 +558,8 @@ class EventSink:
         finally:
             if flushing is not None:
                 await flushing
+            if self._stream is not None:
+                self._stream.close()
 
     async def _load_cursor(self) -> None:
         """Where the group stands: new entries are read after its last-delivered id."""
@@ -559,7 +569,7 @@ class EventSink:
                 read = info.get("entries-read")
                 self._entries_read = int(read) if read is not None else (0 if self._cursor == "0-0" else None)
 
-    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[list[tuple[Any, Any]], bool, str]:
+    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[Entries, bool, str]:
         """The next batch, and whether it is made of pending entries (acknowledged one by one)
         rather than new ones (acknowledged by moving the group's position)."""
         entries = await self._claim()
@@ -600,9 +610,11 @@ class EventSink:
             out.extend(entries)
         return out
 
-    async def _gather(self, stop: asyncio.Event) -> list[Any]:
+    async def _gather(self, stop: asyncio.Event) -> Entries:
         """A batch of new entries: waits up to a second for the first, then up to ``batch_wait``
         more for the batch to fill."""
+        if self._stream is not None:
+            return await self._gather_raw(self._stream, stop)
         size = self.settings.batch_size
         entries = await self._read(self._cursor, size, 1000, new=True)
         if not entries:
@@ -617,6 +629,21 @@ class EventSink:
                 break
             entries += more
         self._cursor = _str(entries[-1][0])
+        return entries
+
+    async def _gather_raw(self, reader: StreamReader, stop: asyncio.Event) -> StreamEntries:
+        size = self.settings.batch_size
+        entries = StreamEntries()
+        if not await reader.read(entries, self._cursor.encode(), size, 1000):
+            return entries
+        deadline = time.monotonic() + self.settings.batch_wait
+        while len(entries) < size and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not await reader.read(entries, entries.id(-1), size - len(entries), max(1, int(left * 1000))):
+                break
+        self._cursor = entries.id(-1).decode()
         return entries
 
     async def _advance(self, last_id: bytes, count: int) -> None:
@@ -655,7 +682,7 @@ class EventSink:
             log.info("took over %d pending events of stopped consumers", len(claimed))
         return claimed
 
-    async def _flush(self, entries: list[Any], stop: asyncio.Event, *, pending: bool) -> None:
+    async def _flush(self, entries: Entries, stop: asyncio.Event, *, pending: bool) -> None:
         inserter = self.inserter
 
         def prepare(client: Client) -> PreparedBatch:
@@ -737,6 +764,8 @@ class EventSink:
 
     def close(self) -> None:
         self.inserter.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 #: ``XGROUP SETID`` forward only (a second sink may be ahead), with the group's count of entries

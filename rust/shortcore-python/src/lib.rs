@@ -11,6 +11,7 @@ mod links;
 mod phones;
 mod recipients;
 mod sms;
+mod streamreply;
 mod tokens;
 
 use pyo3::prelude::*;
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sms::register(m)?;
     classify::register(m)?;
     eventrows::register(m)?;
+    streamreply::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Benchmarks refuse to measure a debug build.
     m.add(

@@ -11,6 +11,7 @@
 //! * [`eventrows`] — the edge's events checked, enriched and encoded as rows for `ClickHouse`.
 //! * [`native`] — one block of `ClickHouse`'s `Native` format, column by column.
 //! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
+//! * [`resp`] — stream replies read as raw RESP bytes: where a reply ends, its entries.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -36,6 +37,7 @@ pub mod native;
 mod patterns;
 pub mod phones;
 pub mod recipients;
+pub mod resp;
 pub mod sequence;
 pub mod sms;
 pub mod tokens;
