@@ -121,15 +121,15 @@ pub struct Event<'a> {
     pub time: i64,
     #[serde(rename = "type", borrow)]
     pub kind: Text<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub outcome: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub account: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub campaign_id: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub domain: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub token: Option<Text<'a>>,
     #[serde(default)]
     pub recipient_index: Option<i64>,
@@ -137,50 +137,57 @@ pub struct Event<'a> {
     pub link_index: Option<i32>,
     #[serde(borrow)]
     pub class: Text<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub reason: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub method: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub ip: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub user_agent: Option<Text<'a>>,
     #[serde(default, borrow, deserialize_with = "string_map")]
     pub headers: Vec<(Text<'a>, Text<'a>)>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub browser: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub browser_version: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub os: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub os_version: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub device: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub country: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub click_id: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub conversion_tag: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub event_name: Option<Text<'a>>,
     #[serde(default)]
     pub value: Option<f64>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub currency: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub order_id: Option<Text<'a>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_text")]
     pub page: Option<Text<'a>>,
+}
+
+/// A string borrowed from the input when it has no escapes. (`Option<Cow<str>>` with
+/// `#[serde(borrow)]` alone would copy every string: serde borrows a `Cow` only when it is the
+/// field's own type.)
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Text<'a>);
+
+/// An optional string, borrowed when it can be (see [`Borrowed`]).
+fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Text<'de>>, D::Error> {
+    Ok(Option::<Borrowed<'de>>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 /// A JSON object of strings, in its order (`ClickHouse`'s `Map` keeps it); `null` is empty.
 fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(Text<'de>, Text<'de>)>, D::Error> {
-    /// A string borrowed from the input when it has no escapes.
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(#[serde(borrow)] Text<'a>);
-
     struct Pairs;
     impl<'de> Visitor<'de> for Pairs {
         type Value = Vec<(Text<'de>, Text<'de>)>;
