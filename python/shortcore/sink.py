@@ -56,6 +56,7 @@ from shortcore.backlog import GROUP as GROUP
 from shortcore.backlog import STREAM_KEY as STREAM_KEY
 from shortcore.backlog import stream_backlog as stream_backlog
 from shortcore.conversions import Attribution
+from shortcore.sinklease import SinkLease
 from shortcore.store import AnyRedis
 from shortcore.streamread import StreamReader, client_url
 
@@ -104,6 +105,9 @@ class SinkSettings:
     sweep_recipients: int = 5
     sweep_window: float = 5.0
     consumer: str | None = None
+    #: Seconds the active sink's lease lasts unless renewed (see :mod:`shortcore.sinklease`): how
+    #: long standby sinks wait before taking over from one that died.
+    lease_ttl: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SinkSettings:
@@ -438,6 +442,9 @@ class SinkStatus:
     backlog: int = 0
     oldest_unsent_seconds: float = 0.0
     last_insert_at: float = 0.0
+    #: Whether this sink holds the lease (works) rather than standing by, and who holds it.
+    active: bool = False
+    lease_holder: str | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry, repr=False)
 
     def __post_init__(self) -> None:
@@ -453,6 +460,9 @@ class SinkStatus:
         ).set_function(lambda: self.oldest_unsent_seconds)
         Gauge("shortcore_sink_clickhouse_up", "1 when the last insert succeeded", registry=r).set_function(
             lambda: 1 if self.clickhouse_up else 0
+        )
+        Gauge("shortcore_sink_active", "1 when this sink holds the lease, 0 when it stands by", registry=r).set_function(
+            lambda: 1 if self.active else 0
         )
 
     def count(self, inserted: int, dead: int) -> None:
@@ -475,6 +485,8 @@ class SinkStatus:
             "insert_failures": self.insert_failures,
             "backlog": self.backlog,
             "oldest_unsent_seconds": round(self.oldest_unsent_seconds, 3),
+            "active": self.active,
+            "lease_holder": self.lease_holder,
         }
 
 
@@ -520,6 +532,7 @@ class EventSink:
         self.consumer = self.settings.consumer or default_consumer()
         self.status = status or SinkStatus()
         self.inserter = EventInserter(self.settings, attribution)
+        self.lease = SinkLease(redis, self.consumer, self.settings.lease_ttl)
         self._claim_from = "0-0"
         #: The last new entry read, and the group's count of entries read (None: unknown).
         self._cursor = "0-0"
@@ -537,10 +550,61 @@ class EventSink:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set: read, insert, acknowledge. A batch in flight when ``stop`` is set
-        is finished if ClickHouse takes it, else left for the next start."""
+        """Until ``stop`` is set: stand by until this sink holds the lease, then read, insert,
+        acknowledge while it does. A batch in flight when ``stop`` is set is finished if
+        ClickHouse takes it, else left for the next start."""
         await self.ensure_group()
+        self.status.active = False
+        try:
+            while not stop.is_set():
+                if await self.lease.acquire():
+                    log.info("sink %s holds the lease and works", self.consumer)
+                    self.status.active, self.status.lease_holder = True, self.consumer
+                    await self._while_held(stop)
+                    self.status.active = False
+                    continue
+                holder = await self.lease.current()
+                if holder != self.status.lease_holder:
+                    log.info("sink %s stands by: %s holds the lease", self.consumer, holder)
+                self.status.lease_holder = holder
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease.interval)
+        finally:
+            self.status.active = False
+            with contextlib.suppress(Exception):
+                await self.lease.release()
+
+    async def _while_held(self, stop: asyncio.Event) -> None:
+        """Works until ``stop`` is set or the lease is lost (renewed meanwhile)."""
+        held = asyncio.Event()  # set when this sink must stop working
+        keeper = asyncio.create_task(self._keep_lease(stop, held), name="shortcore-sink-lease")
+        try:
+            await self._work(held)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, stop: asyncio.Event, until: asyncio.Event) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease.interval)
+                if stop.is_set():
+                    return
+                try:
+                    if not await self.lease.renew():
+                        log.warning("sink %s lost the lease: it stands by after this batch", self.consumer)
+                        return
+                except Exception as error:  # Redis unreachable: the work fails too, or the lease lapses
+                    log.warning("cannot renew the sink lease: %s", error)
+        finally:
+            until.set()
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        # Another sink may have moved the group since this one last worked.
         await self._load_cursor()
+        self._claim_from, self._next_claim = "0-0", 0.0
         # Pending entries of our own first (a restart of a sink that read with XREADGROUP), then new ones.
         backlog_id = "0"
         flushing: asyncio.Task[None] | None = None
