@@ -444,9 +444,7 @@ def test_pending_events_of_a_dead_consumer_are_taken_over(
     assert len(_rows(chdb_client, campaign)) == 30
 
 
-def test_one_sink_works_while_another_stands_by(
-    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
-) -> None:
+def test_one_sink_works_while_another_stands_by(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
     campaign = _campaign_id()
     first_events = [click(campaign, i) for i in range(300)]
     later_events = [click(campaign, 1000 + i) for i in range(200)]
@@ -507,7 +505,7 @@ def test_one_sink_works_while_another_stands_by(
 
     asyncio.run(go())
     # Each event once, and inserted once: nobody did the work twice.
-    (total, distinct), = chdb_client.query(
+    ((total, distinct),) = chdb_client.query(
         f"SELECT count(), uniqExact(event_id) FROM {DATABASE}.events WHERE campaign_id = %(c)s",
         parameters={"c": campaign},
     ).result_rows

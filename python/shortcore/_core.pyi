@@ -369,7 +369,7 @@ class StreamEntries:
     def __len__(self) -> int: ...
     def id(self, index: int) -> bytes:
         """The id of entry ``index`` (negative counts from the end)."""
-    def __getitem__(self, index: int) -> tuple[bytes, list[bytes]]:
+    def __getitem__(self, index: int, /) -> tuple[bytes, list[bytes]]:
         """``(id, fields)`` as a raw reply has it: ``[b"e", event]``, or ``[]`` without one."""
 
 @final

@@ -109,6 +109,10 @@ class SinkSettings:
     #: long standby sinks wait before taking over from one that died.
     lease_ttl: float = 10.0
 
+    def __post_init__(self) -> None:
+        if not self.lease_ttl > 0:
+            raise ValueError(f"SHORTCORE_SINK_LEASE_TTL must be positive, got {self.lease_ttl}")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SinkSettings:
         """``SHORTCORE_SINK_BATCH_SIZE`` … ``SHORTCORE_SINK_CONSUMER`` for the sink's own fields;
@@ -461,9 +465,8 @@ class SinkStatus:
         Gauge("shortcore_sink_clickhouse_up", "1 when the last insert succeeded", registry=r).set_function(
             lambda: 1 if self.clickhouse_up else 0
         )
-        Gauge("shortcore_sink_active", "1 when this sink holds the lease, 0 when it stands by", registry=r).set_function(
-            lambda: 1 if self.active else 0
-        )
+        active = Gauge("shortcore_sink_active", "1 when this sink holds the lease, 0 when it stands by", registry=r)
+        active.set_function(lambda: 1 if self.active else 0)
 
     def count(self, inserted: int, dead: int) -> None:
         self.inserted += inserted
@@ -779,7 +782,7 @@ class EventSink:
             # Earlier events a sequence rule reclassified go too: their receivers saw the old class.
             await self.after_insert(batch.inserted(refused), batch.again(refused))
         if pending:
-            ids = [entry[0] for entry in entries]
+            ids = [entries[i][0] for i in range(len(entries))]
             for start in range(0, len(ids), 50_000):
                 await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])
         else:
