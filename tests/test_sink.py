@@ -424,6 +424,46 @@ def test_clickhouse_outage_keeps_events_and_shows_the_backlog(
     assert len(_rows(chdb_client, campaign)) == 50
 
 
+def test_the_sink_outlives_a_redis_restart(tmp_path: Path, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    store = EmbeddedStore(tmp_path / "redis")
+    url = store.start()
+    campaign = _campaign_id()
+    before, after = [click(campaign, i) for i in range(20)], [click(campaign, 100 + i) for i in range(20)]
+
+    async def go() -> None:
+        redis = connect(url)
+        await _write(redis, before)
+        sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.01, lease_ttl=0.6))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        try:
+            deadline = time.monotonic() + 20
+            while sink.status.inserted < len(before):
+                assert time.monotonic() < deadline and not task.done(), "the sink did not drain the stream"
+                await asyncio.sleep(0.02)
+            store.stop()  # Redis goes away under the running sink, then comes back with its data
+            await asyncio.sleep(1.0)
+            assert not task.done()
+            store.start()
+            await _write(redis, after)
+            deadline = time.monotonic() + 30
+            while sink.status.inserted < len(before) + len(after):
+                assert time.monotonic() < deadline and not task.done(), "the sink did not come back"
+                await asyncio.sleep(0.05)
+            assert sink.status.active
+        finally:
+            stop.set()
+            await task
+            sink.close()
+            await redis.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.stop()
+    assert len(_rows(chdb_client, campaign)) == len(before) + len(after)
+
+
 def test_pending_events_of_a_dead_consumer_are_taken_over(
     redis_url: str, analytics: AnalyticsStore, chdb_client: Client
 ) -> None:

@@ -47,6 +47,8 @@ from typing import Any, Final, overload
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -560,22 +562,35 @@ class EventSink:
         self.status.active = False
         try:
             while not stop.is_set():
-                if await self.lease.acquire():
-                    log.info("sink %s holds the lease and works", self.consumer)
-                    self.status.active, self.status.lease_holder = True, self.consumer
-                    await self._while_held(stop)
+                try:
+                    await self._turn(stop)
+                except _REDIS_DOWN as error:
+                    # Work or stand by again once Redis answers; the lease lapses meanwhile.
+                    log.warning("sink %s: Redis unreachable, trying again: %s", self.consumer, error)
                     self.status.active = False
-                    continue
-                holder = await self.lease.current()
-                if holder != self.status.lease_holder:
-                    log.info("sink %s stands by: %s holds the lease", self.consumer, holder)
-                self.status.lease_holder = holder
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.lease.interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.lease.interval)
         finally:
             self.status.active = False
             with contextlib.suppress(Exception):
                 await self.lease.release()
+
+    async def _turn(self, stop: asyncio.Event) -> None:
+        """Works while this sink holds the lease, or stands by for one try's interval."""
+        if await self.lease.acquire():
+            log.info("sink %s holds the lease and works", self.consumer)
+            self.status.active, self.status.lease_holder = True, self.consumer
+            try:
+                await self._while_held(stop)
+            finally:
+                self.status.active = False
+            return
+        holder = await self.lease.current()
+        if holder != self.status.lease_holder:
+            log.info("sink %s stands by: %s holds the lease", self.consumer, holder)
+        self.status.lease_holder = holder
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.lease.interval)
 
     async def _while_held(self, stop: asyncio.Event) -> None:
         """Works until ``stop`` is set or the lease is lost (renewed meanwhile)."""
@@ -834,6 +849,9 @@ class EventSink:
         if self._stream is not None:
             self._stream.close()
 
+
+#: What Redis being unreachable raises: redis-py's errors, and the raw reader's.
+_REDIS_DOWN: Final = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 
 #: ``XGROUP SETID`` forward only (a second sink may be ahead), with the group's count of entries
 #: read when known (it gives XINFO's ``lag``).
