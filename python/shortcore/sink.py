@@ -47,10 +47,10 @@ from typing import Any, Final, overload
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shortcore._core import EncodedRows, EventBatch, EventDecoder, StreamEntries
 from shortcore.analytics import DATABASE, AnalyticsStore
