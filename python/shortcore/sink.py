@@ -22,6 +22,10 @@ applies the sequence rules and the privacy options, and writes one ``Native`` bl
 attribution, MaxMind countries. Should ClickHouse still refuse a block, it is split in halves
 until the refused rows are found; they are dead-lettered and the rest goes in.
 
+One sink works at a time, the holder of a lease in Redis (:mod:`shortcore.sinklease`); others
+stand by and take over when it stops or dies. New entries are read as raw bytes and split in
+Rust (:mod:`shortcore.streamread`), so no Python object is made per entry.
+
 ClickHouse unreachable: the batch is retried with exponential backoff and nothing is
 acknowledged; the edge keeps writing to Redis, so redirects are unaffected. The backlog and the
 age of the oldest event not yet in ClickHouse come from the stream itself (:func:`stream_backlog`),
