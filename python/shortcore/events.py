@@ -142,7 +142,9 @@ def _parse_url(url: str) -> _Address:
     query = parse_qs(parts.query)
     db = int(query.get("db", ["0"])[0])
     if parts.scheme == "unix":
-        return _Address(parts.path, "", 0, False, parts.username, parts.password, db)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return _Address(parts.path, "", 0, False, username, password, db)
     path_db = parts.path.strip("/")
     if path_db:
         db = int(path_db)
