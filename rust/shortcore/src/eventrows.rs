@@ -121,15 +121,15 @@ pub struct Event<'a> {
     pub time: i64,
     #[serde(rename = "type", borrow)]
     pub kind: Text<'a>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub outcome: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub account: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub campaign_id: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub domain: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub token: Option<Text<'a>>,
     #[serde(default)]
     pub recipient_index: Option<i64>,
@@ -137,57 +137,50 @@ pub struct Event<'a> {
     pub link_index: Option<i32>,
     #[serde(borrow)]
     pub class: Text<'a>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub reason: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub method: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub ip: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub user_agent: Option<Text<'a>>,
     #[serde(default, borrow, deserialize_with = "string_map")]
     pub headers: Vec<(Text<'a>, Text<'a>)>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub browser: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub browser_version: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub os: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub os_version: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub device: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub country: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub click_id: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub conversion_tag: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub event_name: Option<Text<'a>>,
     #[serde(default)]
     pub value: Option<f64>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub currency: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub order_id: Option<Text<'a>>,
-    #[serde(default, borrow, deserialize_with = "optional_text")]
+    #[serde(default, borrow)]
     pub page: Option<Text<'a>>,
-}
-
-/// A string borrowed from the input when it has no escapes. (`Option<Cow<str>>` with
-/// `#[serde(borrow)]` alone would copy every string: serde borrows a `Cow` only when it is the
-/// field's own type.)
-#[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Text<'a>);
-
-/// An optional string, borrowed when it can be (see [`Borrowed`]).
-fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Text<'de>>, D::Error> {
-    Ok(Option::<Borrowed<'de>>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 /// A JSON object of strings, in its order (`ClickHouse`'s `Map` keeps it); `null` is empty.
 fn string_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<(Text<'de>, Text<'de>)>, D::Error> {
+    /// A string borrowed from the input when it has no escapes.
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Text<'a>);
+
     struct Pairs;
     impl<'de> Visitor<'de> for Pairs {
         type Value = Vec<(Text<'de>, Text<'de>)>;
