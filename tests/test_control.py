@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from shortcore.analytics import DATABASE, AnalyticsStore, migrate
 from shortcore.config import Settings
 from shortcore.control import control_routes, create_control_app
 from shortcore.openapi import openapi_document
+from shortcore.sink import SinkSettings
 from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 
@@ -268,6 +270,32 @@ def test_openapi_is_valid_and_matches_the_routes(app_client: TestClient) -> None
         for method in (route.methods or set()) - {"HEAD"}
     }
     assert documented == served
+
+
+def test_healthz_without_a_sink(app_client: TestClient) -> None:
+    response = app_client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "sink": None}
+
+
+def test_healthz_shows_the_sink_and_its_lease(
+    redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    migrate(chdb_client)
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("data")), redis_url=redis_url, secret=SECRET)
+    sink = SinkSettings(batch_wait=0.05, consumer=f"control-{uuid.uuid4().hex[:8]}")
+    app = create_control_app(settings, analytics=AnalyticsStore(chdb_client), sink=sink)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        while True:
+            health = client.get("/healthz").json()
+            if health["sink"]["active"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert health["status"] == "ok"
+        assert health["sink"]["active"] is True
+        assert health["sink"]["lease_holder"] == sink.consumer
+        assert {"inserted", "backlog", "clickhouse_up"} <= health["sink"].keys()
 
 
 def test_transactional_message(app_client: TestClient, key: str) -> None:

@@ -35,6 +35,7 @@ from shortcore.sink import (
     SinkStatus,
     stream_backlog,
 )
+from shortcore.sinklease import LEASE_KEY, SinkLease
 from shortcore.store import AnyRedis, EmbeddedStore, connect
 from shortcore.variants import VariantAssigner, new_seed
 
@@ -475,6 +476,46 @@ def test_clickhouse_outage_keeps_events_and_shows_the_backlog(
     assert len(_rows(chdb_client, campaign)) == 50
 
 
+def test_the_sink_outlives_a_redis_restart(tmp_path: Path, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    store = EmbeddedStore(tmp_path / "redis")
+    url = store.start()
+    campaign = _campaign_id()
+    before, after = [click(campaign, i) for i in range(20)], [click(campaign, 100 + i) for i in range(20)]
+
+    async def go() -> None:
+        redis = connect(url)
+        await _write(redis, before)
+        sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.01, lease_ttl=0.6))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        try:
+            deadline = time.monotonic() + 20
+            while sink.status.inserted < len(before):
+                assert time.monotonic() < deadline and not task.done(), "the sink did not drain the stream"
+                await asyncio.sleep(0.02)
+            store.stop()  # Redis goes away under the running sink, then comes back with its data
+            await asyncio.sleep(1.0)
+            assert not task.done()
+            store.start()
+            await _write(redis, after)
+            deadline = time.monotonic() + 30
+            while sink.status.inserted < len(before) + len(after):
+                assert time.monotonic() < deadline and not task.done(), "the sink did not come back"
+                await asyncio.sleep(0.05)
+            assert sink.status.active
+        finally:
+            stop.set()
+            await task
+            sink.close()
+            await redis.aclose()
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.stop()
+    assert len(_rows(chdb_client, campaign)) == len(before) + len(after)
+
+
 def test_pending_events_of_a_dead_consumer_are_taken_over(
     redis_url: str, analytics: AnalyticsStore, chdb_client: Client
 ) -> None:
@@ -493,6 +534,96 @@ def test_pending_events_of_a_dead_consumer_are_taken_over(
 
     asyncio.run(go())
     assert len(_rows(chdb_client, campaign)) == 30
+
+
+def test_one_sink_works_while_another_stands_by(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
+    campaign = _campaign_id()
+    first_events = [click(campaign, i) for i in range(300)]
+    later_events = [click(campaign, 1000 + i) for i in range(200)]
+    settings = SinkSettings(batch_size=50, batch_wait=0.01, lease_ttl=0.6)
+
+    async def until(condition: Any, what: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not await condition():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.02)
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        await redis.delete(LEASE_KEY)
+        await _write(redis, first_events)
+        first, second = EventSink(redis, analytics, settings), EventSink(redis, analytics, settings)
+        stop_first, stop_second = asyncio.Event(), asyncio.Event()
+        first_task = asyncio.create_task(first.run(stop_first))
+
+        async def first_active() -> bool:
+            return first.status.active
+
+        await until(first_active, "the first sink never took the lease")
+        second_task = asyncio.create_task(second.run(stop_second))
+
+        async def drained() -> bool:
+            return (await stream_backlog(redis)).events == 0
+
+        try:
+            await until(drained, "the first sink did not drain the stream")
+            await asyncio.sleep(settings.lease_ttl * 2)  # the standby has tried again, and again stood by
+            assert (first.status.inserted, second.status.inserted) == (len(first_events), 0)
+            assert not second.status.active and second.status.lease_holder == first.consumer
+            assert second.status.snapshot()["lease_holder"] == first.consumer
+            assert await SinkLease(redis, "anyone").current() == first.consumer
+
+            # The active sink stops: the standby takes over and drains what comes next.
+            stop_first.set()
+            await first_task
+
+            async def second_active() -> bool:
+                return second.status.active
+
+            await until(second_active, "the standby did not take over")
+            assert await SinkLease(redis, "anyone").current() == second.consumer
+            await _write(redis, later_events)
+            await until(drained, "the second sink did not drain the stream")
+            assert second.status.inserted == len(later_events)
+        finally:
+            stop_first.set()
+            stop_second.set()
+            await asyncio.gather(first_task, second_task)
+            first.close()
+            second.close()
+        # Stopped, the holder gave the lease up.
+        assert await redis.get(LEASE_KEY) is None
+        await redis.aclose()
+
+    asyncio.run(go())
+    # Each event once, and inserted once: nobody did the work twice.
+    ((total, distinct),) = chdb_client.query(
+        f"SELECT count(), uniqExact(event_id) FROM {DATABASE}.events WHERE campaign_id = %(c)s",
+        parameters={"c": campaign},
+    ).result_rows
+    assert (total, distinct) == (len(first_events) + len(later_events),) * 2
+
+
+def test_a_lost_lease_is_noticed_and_a_lapsed_one_taken(redis_url: str) -> None:
+    async def go() -> None:
+        redis = connect(redis_url)
+        await redis.delete(LEASE_KEY)
+        one, two = SinkLease(redis, "one", ttl=0.3), SinkLease(redis, "two", ttl=0.3)
+        assert await one.acquire()
+        assert not await two.acquire()
+        assert await one.acquire()  # the holder's own try renews
+        await two.release()  # not the holder: nothing happens
+        assert await one.current() == "one"
+        await asyncio.sleep(0.5)  # "one" died: its lease lapses
+        assert await two.acquire()
+        assert not await one.renew()
+        await two.release()
+        assert await two.current() is None
+        with pytest.raises(ValueError, match="positive"):
+            SinkLease(redis, "three", ttl=0)
+        await redis.aclose()
+
+    asyncio.run(go())
 
 
 def test_settings_from_env() -> None:
@@ -531,6 +662,8 @@ def _count_in(clickhouse_url: str) -> tuple[int, int, int]:
 
 
 def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """The sink process is killed half way through; the next one takes over once the dead one's
+    lease lapses (chDB opens a directory in one process at a time, so it starts after the kill)."""
     store = EmbeddedStore(tmp_path / "redis")
     url = store.start()
     clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}"
@@ -541,6 +674,7 @@ def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None
         "SHORTCORE_DATA_DIR": str(tmp_path),
         "SHORTCORE_SINK_BATCH_SIZE": "5000",
         "SHORTCORE_SINK_CLAIM_IDLE": "1",
+        "SHORTCORE_SINK_LEASE_TTL": "2",
     }
     events = bulk(FAULT_EVENTS)
     first: subprocess.Popen[bytes] | None = None
@@ -565,6 +699,8 @@ def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None
             first.send_signal(signal.SIGKILL)
             first.wait()
             left = (await stream_backlog(redis)).events
+            holder = await SinkLease(redis, "test").current()
+            assert holder is not None and f"-{first.pid}-" in holder  # the dead sink's lease, not lapsed yet
             await redis.aclose()
             return left
 
@@ -581,7 +717,14 @@ def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None
 
         asyncio.run(wait_empty())
         second.send_signal(signal.SIGTERM)
-        assert second.wait(30) == 0, (tmp_path / "sink.log").read_text()
+        log = (tmp_path / "sink.log").read_text()
+        assert second.wait(30) == 0, log
+        # The second stood by while the dead one's lease lasted, then took over.
+        assert first is not None
+        waited = [line for line in log.splitlines() if f"-{second.pid}-" in line and "stands by" in line]
+        assert waited and f"-{first.pid}-" in waited[0].split("stands by", 1)[1], log
+        after = log.split(waited[0], 1)[1].splitlines()
+        assert any(f"-{second.pid}-" in line and "holds the lease and works" in line for line in after), log
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:

@@ -19,6 +19,7 @@ __all__ = [
     "RecipientSpool",
     "RenderedMessage",
     "ShortcoreError",
+    "StreamEntries",
     "TokenCodec",
     "UserAgent",
     "VariantAssigner",
@@ -373,9 +374,10 @@ class EventDecoder:
         sweep_recipients: int = 5,
         sweep_window_ms: int = 5000,
     ) -> EventDecoder: ...
-    def decode(self, entries: Iterable[Sequence[Any]]) -> EventBatch:
-        """Checks stream entries, each a pair ``(id, fields)``: fields as a raw reply's flat list,
-        a dict, the event bytes, or None. Runs without the GIL once the bytes are copied."""
+    def decode(self, entries: Iterable[Sequence[Any]] | StreamEntries) -> EventBatch:
+        """Checks stream entries: a :class:`StreamEntries`, or pairs ``(id, fields)`` with fields
+        as a raw reply's flat list, a dict, the event bytes, or None. Runs without the GIL once
+        the bytes are copied."""
     def replace(self, batch: EventBatch, position: int, raw: bytes) -> str | None:
         """Puts ``raw`` in place of the event at ``position``; returns the reason if ``raw`` is
         not an event (the batch is unchanged then)."""
@@ -385,6 +387,23 @@ class EventDecoder:
         """Applies the sequence rules (``links``: a campaign's number of links, or its variants')
         and encodes the rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client
         address)."""
+
+@final
+class StreamEntries:
+    """The entries of one or more ``XREAD``/``XREADGROUP`` replies (RESP2), fed as raw bytes as
+    they arrive; the ids and the ``e`` fields stay in Rust until looked at."""
+
+    def __init__(self) -> None: ...
+    def feed(self, data: bytes) -> bool:
+        """Adds bytes of the reply being received; True once it is complete (its entries are
+        added then). Raises ``ConnectionError`` for an error reply or bytes that are not RESP."""
+    def abandon(self) -> None:
+        """Drops the bytes of a reply that will not be completed (its connection broke)."""
+    def __len__(self) -> int: ...
+    def id(self, index: int) -> bytes:
+        """The id of entry ``index`` (negative counts from the end)."""
+    def __getitem__(self, index: int, /) -> tuple[bytes, list[bytes]]:
+        """``(id, fields)`` as a raw reply has it: ``[b"e", event]``, or ``[]`` without one."""
 
 @final
 class EventBatch:

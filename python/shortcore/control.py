@@ -1074,6 +1074,14 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+async def healthz(request: Request) -> Response:
+    """Liveness, and the sink when it runs in this process: its figures, whether it works or
+    stands by, and which sink holds the lease (see :mod:`shortcore.sinklease`)."""
+    state: ControlState = request.app.state.control
+    sink = state.sink_status.snapshot() if state.sink_status is not None else None
+    return JSONResponse({"status": "ok", "sink": sink}, headers={"cache-control": "no-store"})
+
+
 def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Turns ApiError and store outages into the spec's error shape."""
 
@@ -1134,6 +1142,7 @@ def control_routes() -> list[Route]:
     routes = [Route(path, _guarded(handler), methods=methods) for path, handler, methods in ROUTES]
     routes.append(Route("/reports/campaigns/{campaign_id}", _guarded_page(report_page), methods=["GET"]))
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
     return routes
 
 

@@ -27,7 +27,7 @@ import os
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -142,7 +142,9 @@ def _parse_url(url: str) -> _Address:
     query = parse_qs(parts.query)
     db = int(query.get("db", ["0"])[0])
     if parts.scheme == "unix":
-        return _Address(parts.path, "", 0, False, parts.username, parts.password, db)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return _Address(parts.path, "", 0, False, username, password, db)
     path_db = parts.path.strip("/")
     if path_db:
         db = int(path_db)
@@ -158,11 +160,14 @@ def _parse_url(url: str) -> _Address:
 
 
 class RespConnection:
-    """One connection that sends a command and reads its reply, one at a time."""
+    """One connection that sends a command and reads its reply, one at a time. ``commit_script``:
+    load :data:`COMMIT_SCRIPT` on connecting (the edge's writer); ``buffer``: bytes read ahead."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, *, commit_script: bool = True, buffer: int = 1 << 16) -> None:
         self.address = _parse_url(url)
         self.timeout = timeout
+        self.commit_script = commit_script
+        self.buffer = buffer
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -176,9 +181,10 @@ class RespConnection:
     async def _open(self) -> None:
         a = self.address
         if a.unix is not None:
-            opened = asyncio.open_unix_connection(a.unix)
+            opened = asyncio.open_unix_connection(a.unix, limit=self.buffer)
         else:
-            opened = asyncio.open_connection(a.host, a.port, ssl=ssl.create_default_context() if a.tls else None)
+            tls = ssl.create_default_context() if a.tls else None
+            opened = asyncio.open_connection(a.host, a.port, ssl=tls, limit=self.buffer)
         self._reader, self._writer = await asyncio.wait_for(opened, self.timeout)
         if a.password is not None:
             auth = (
@@ -189,7 +195,8 @@ class RespConnection:
             await self._expect_ok(auth)
         if a.db:
             await self._expect_ok([b"SELECT", str(a.db).encode()])
-        await self._roundtrip(encode_command([b"SCRIPT", b"LOAD", COMMIT_SCRIPT.encode()]))
+        if self.commit_script:
+            await self._roundtrip(encode_command([b"SCRIPT", b"LOAD", COMMIT_SCRIPT.encode()]))
 
     async def _expect_ok(self, args: list[bytes]) -> None:
         reply = await self._roundtrip(encode_command(args))
@@ -208,6 +215,26 @@ class RespConnection:
             if self._writer is None:
                 await self.open()
             return await self._roundtrip(payload)
+        except BaseException:
+            self.close()
+            raise
+
+    async def call_raw(self, payload: bytes, feed: Callable[[bytes], bool], timeout: float) -> None:
+        """Sends one encoded command and hands its reply's bytes to ``feed`` as they arrive, until
+        ``feed`` says the reply is complete: no Python object per element of the reply. Raises
+        like :meth:`call`; the connection is closed then (a reply read half way cannot go on)."""
+        try:
+            if self._writer is None:
+                await self.open()
+            assert self._reader is not None and self._writer is not None
+            self._writer.write(payload)
+            async with asyncio.timeout(timeout):
+                while True:
+                    data = await self._reader.read(self.buffer)
+                    if not data:
+                        raise EOFError("Redis closed the connection")
+                    if feed(data):
+                        return
         except BaseException:
             self.close()
             raise

@@ -22,6 +22,10 @@ applies the sequence rules and the privacy options, and writes one ``Native`` bl
 attribution, MaxMind countries. Should ClickHouse still refuse a block, it is split in halves
 until the refused rows are found; they are dead-lettered and the rest goes in.
 
+One sink works at a time, the holder of a lease in Redis (:mod:`shortcore.sinklease`); others
+stand by and take over when it stops or dies. New entries are read as raw bytes and split in
+Rust (:mod:`shortcore.streamread`), so no Python object is made per entry.
+
 ClickHouse unreachable: the batch is retried with exponential backoff and nothing is
 acknowledged; the edge keeps writing to Redis, so redirects are unaffected. The backlog and the
 age of the oldest event not yet in ClickHouse come from the stream itself (:func:`stream_backlog`),
@@ -49,14 +53,18 @@ import orjson
 import redis.asyncio as aioredis
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shortcore._core import EncodedRows, EventBatch, EventDecoder, VariantLinks
+from shortcore._core import EncodedRows, EventBatch, EventDecoder, StreamEntries, VariantLinks
 from shortcore.analytics import DATABASE, AnalyticsStore
 from shortcore.backlog import GROUP as GROUP
 from shortcore.backlog import STREAM_KEY as STREAM_KEY
 from shortcore.backlog import stream_backlog as stream_backlog
 from shortcore.conversions import Attribution
+from shortcore.sinklease import SinkLease
 from shortcore.store import AnyRedis
+from shortcore.streamread import StreamReader, client_url
 from shortcore.variants import sibling_links
 
 log = logging.getLogger(__name__)
@@ -104,6 +112,13 @@ class SinkSettings:
     sweep_recipients: int = 5
     sweep_window: float = 5.0
     consumer: str | None = None
+    #: Seconds the active sink's lease lasts unless renewed (see :mod:`shortcore.sinklease`): how
+    #: long standby sinks wait before taking over from one that died.
+    lease_ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.lease_ttl > 0:
+            raise ValueError(f"SHORTCORE_SINK_LEASE_TTL must be positive, got {self.lease_ttl}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SinkSettings:
@@ -139,6 +154,10 @@ class SinkSettings:
 
 # ---------------------------------------------------------------------------------------------
 # From the edge's JSON to the table's rows
+
+#: A batch of stream entries: ``(id, fields)`` pairs as redis-py gives them, or the entries of
+#: raw replies (both index as ``(id, [b"e", event])``).
+Entries = Sequence[Sequence[Any]] | StreamEntries
 
 #: The columns the sink writes, in the order of :class:`~shortcore._core.EventDecoder`'s rows.
 EVENT_COLUMNS: Final = (
@@ -301,9 +320,9 @@ class EventInserter:
         self.geo = GeoCountries(settings.geoip_db) if settings.geoip_db is not None else None
         self._links: dict[str, int | VariantLinks] = {}
 
-    def prepare(self, client: Client | None, entries: Sequence[Sequence[Any]]) -> PreparedBatch:
+    def prepare(self, client: Client | None, entries: Entries) -> PreparedBatch:
         """Checks, enriches and judges a batch. Entries are ``(stream id, fields)`` as a stream
-        reply gives them (or ``(stream id, event bytes)``)."""
+        reply gives them (or ``(stream id, event bytes)``), or a raw reply's :class:`StreamEntries`."""
         batch = self.decoder.decode(entries)
         dead = [(_bytes(entries[i][0]), _field(entries[i][1]) or b"", reason) for i, reason in batch.dead]
         conversions = batch.of_kind("conversion")
@@ -436,6 +455,9 @@ class SinkStatus:
     backlog: int = 0
     oldest_unsent_seconds: float = 0.0
     last_insert_at: float = 0.0
+    #: Whether this sink holds the lease (works) rather than standing by, and who holds it.
+    active: bool = False
+    lease_holder: str | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry, repr=False)
 
     def __post_init__(self) -> None:
@@ -452,6 +474,8 @@ class SinkStatus:
         Gauge("shortcore_sink_clickhouse_up", "1 when the last insert succeeded", registry=r).set_function(
             lambda: 1 if self.clickhouse_up else 0
         )
+        active = Gauge("shortcore_sink_active", "1 when this sink holds the lease, 0 when it stands by", registry=r)
+        active.set_function(lambda: 1 if self.active else 0)
 
     def count(self, inserted: int, dead: int) -> None:
         self.inserted += inserted
@@ -473,6 +497,8 @@ class SinkStatus:
             "insert_failures": self.insert_failures,
             "backlog": self.backlog,
             "oldest_unsent_seconds": round(self.oldest_unsent_seconds, 3),
+            "active": self.active,
+            "lease_holder": self.lease_holder,
         }
 
 
@@ -510,11 +536,15 @@ class EventSink:
         if isinstance(redis, aioredis.Redis):
             self._raw = aioredis.Redis(connection_pool=redis.connection_pool)
             self._raw.response_callbacks.pop("XREADGROUP", None)
+        # New entries are read as raw bytes on a connection of the sink's own (not on a cluster).
+        url = client_url(redis)
+        self._stream = StreamReader(url) if url is not None else None
         self.analytics = analytics
         self.settings = settings or SinkSettings()
         self.consumer = self.settings.consumer or default_consumer()
         self.status = status or SinkStatus()
         self.inserter = EventInserter(self.settings, attribution)
+        self.lease = SinkLease(redis, self.consumer, self.settings.lease_ttl)
         self._claim_from = "0-0"
         #: The last new entry read, and the group's count of entries read (None: unknown).
         self._cursor = "0-0"
@@ -532,10 +562,74 @@ class EventSink:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set: read, insert, acknowledge. A batch in flight when ``stop`` is set
-        is finished if ClickHouse takes it, else left for the next start."""
+        """Until ``stop`` is set: stand by until this sink holds the lease, then read, insert,
+        acknowledge while it does. A batch in flight when ``stop`` is set is finished if
+        ClickHouse takes it, else left for the next start."""
         await self.ensure_group()
+        self.status.active = False
+        try:
+            while not stop.is_set():
+                try:
+                    await self._turn(stop)
+                except _REDIS_DOWN as error:
+                    # Work or stand by again once Redis answers; the lease lapses meanwhile.
+                    log.warning("sink %s: Redis unreachable, trying again: %s", self.consumer, error)
+                    self.status.active = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.lease.interval)
+        finally:
+            self.status.active = False
+            with contextlib.suppress(Exception):
+                await self.lease.release()
+
+    async def _turn(self, stop: asyncio.Event) -> None:
+        """Works while this sink holds the lease, or stands by for one try's interval."""
+        if await self.lease.acquire():
+            log.info("sink %s holds the lease and works", self.consumer)
+            self.status.active, self.status.lease_holder = True, self.consumer
+            try:
+                await self._while_held(stop)
+            finally:
+                self.status.active = False
+            return
+        holder = await self.lease.current()
+        if holder != self.status.lease_holder:
+            log.info("sink %s stands by: %s holds the lease", self.consumer, holder)
+        self.status.lease_holder = holder
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.lease.interval)
+
+    async def _while_held(self, stop: asyncio.Event) -> None:
+        """Works until ``stop`` is set or the lease is lost (renewed meanwhile)."""
+        held = asyncio.Event()  # set when this sink must stop working
+        keeper = asyncio.create_task(self._keep_lease(stop, held), name="shortcore-sink-lease")
+        try:
+            await self._work(held)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, stop: asyncio.Event, until: asyncio.Event) -> None:
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease.interval)
+                if stop.is_set():
+                    return
+                try:
+                    if not await self.lease.renew():
+                        log.warning("sink %s lost the lease: it stands by after this batch", self.consumer)
+                        return
+                except Exception as error:  # Redis unreachable: the work fails too, or the lease lapses
+                    log.warning("cannot renew the sink lease: %s", error)
+        finally:
+            until.set()
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        # Another sink may have moved the group since this one last worked.
         await self._load_cursor()
+        self._claim_from, self._next_claim = "0-0", 0.0
         # Pending entries of our own first (a restart of a sink that read with XREADGROUP), then new ones.
         backlog_id = "0"
         flushing: asyncio.Task[None] | None = None
@@ -553,6 +647,8 @@ class EventSink:
         finally:
             if flushing is not None:
                 await flushing
+            if self._stream is not None:
+                self._stream.close()
 
     async def _load_cursor(self) -> None:
         """Where the group stands: new entries are read after its last-delivered id."""
@@ -562,7 +658,7 @@ class EventSink:
                 read = info.get("entries-read")
                 self._entries_read = int(read) if read is not None else (0 if self._cursor == "0-0" else None)
 
-    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[list[tuple[Any, Any]], bool, str]:
+    async def _next(self, stop: asyncio.Event, backlog_id: str) -> tuple[Entries, bool, str]:
         """The next batch, and whether it is made of pending entries (acknowledged one by one)
         rather than new ones (acknowledged by moving the group's position)."""
         entries = await self._claim()
@@ -603,9 +699,11 @@ class EventSink:
             out.extend(entries)
         return out
 
-    async def _gather(self, stop: asyncio.Event) -> list[Any]:
+    async def _gather(self, stop: asyncio.Event) -> Entries:
         """A batch of new entries: waits up to a second for the first, then up to ``batch_wait``
         more for the batch to fill."""
+        if self._stream is not None:
+            return await self._gather_raw(self._stream, stop)
         size = self.settings.batch_size
         entries = await self._read(self._cursor, size, 1000, new=True)
         if not entries:
@@ -620,6 +718,21 @@ class EventSink:
                 break
             entries += more
         self._cursor = _str(entries[-1][0])
+        return entries
+
+    async def _gather_raw(self, reader: StreamReader, stop: asyncio.Event) -> StreamEntries:
+        size = self.settings.batch_size
+        entries = StreamEntries()
+        if not await reader.read(entries, self._cursor.encode(), size, 1000):
+            return entries
+        deadline = time.monotonic() + self.settings.batch_wait
+        while len(entries) < size and not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not await reader.read(entries, entries.id(-1), size - len(entries), max(1, int(left * 1000))):
+                break
+        self._cursor = entries.id(-1).decode()
         return entries
 
     async def _advance(self, last_id: bytes, count: int) -> None:
@@ -658,7 +771,7 @@ class EventSink:
             log.info("took over %d pending events of stopped consumers", len(claimed))
         return claimed
 
-    async def _flush(self, entries: list[Any], stop: asyncio.Event, *, pending: bool) -> None:
+    async def _flush(self, entries: Entries, stop: asyncio.Event, *, pending: bool) -> None:
         inserter = self.inserter
 
         def prepare(client: Client) -> PreparedBatch:
@@ -691,7 +804,7 @@ class EventSink:
             # Earlier events a sequence rule reclassified go too: their receivers saw the old class.
             await self.after_insert(batch.inserted(refused), batch.again(refused))
         if pending:
-            ids = [entry[0] for entry in entries]
+            ids = [entries[i][0] for i in range(len(entries))]
             for start in range(0, len(ids), 50_000):
                 await self.redis.xack(STREAM_KEY, GROUP, *ids[start : start + 50_000])
         else:
@@ -740,7 +853,12 @@ class EventSink:
 
     def close(self) -> None:
         self.inserter.close()
+        if self._stream is not None:
+            self._stream.close()
 
+
+#: What Redis being unreachable raises: redis-py's errors, and the raw reader's.
+_REDIS_DOWN: Final = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 
 #: ``XGROUP SETID`` forward only (a second sink may be ahead), with the group's count of entries
 #: read when known (it gives XINFO's ``lag``).

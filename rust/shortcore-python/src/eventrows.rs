@@ -9,6 +9,7 @@ use shortcore::eventrows::{DecodedBatch, EncodedRows, EventDecoder, SinkOptions}
 use shortcore::sequence::CampaignLinks;
 
 use crate::errors::invalid_argument;
+use crate::streamreply::PyStreamEntries;
 use crate::variants::PyVariantLinks;
 use crate::without_gil;
 
@@ -91,8 +92,15 @@ impl PyEventDecoder {
         }
     }
 
-    /// Checks a batch of stream entries, each a pair `(id, fields)`.
+    /// Checks a batch of stream entries: a `StreamEntries`, or pairs `(id, fields)`.
     fn decode(&mut self, py: Python<'_>, entries: &Bound<'_, PyAny>) -> PyResult<PyEventBatch> {
+        if let Ok(raw) = entries.cast::<PyStreamEntries>() {
+            let raw = raw.borrow();
+            let raw: &PyStreamEntries = &raw;
+            let inner = &mut self.inner;
+            let batch = without_gil(py, move || inner.decode(raw.owned()));
+            return Ok(PyEventBatch { inner: batch });
+        }
         let mut owned: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(entries.len().unwrap_or(0));
         for entry in entries.try_iter()? {
             let entry = entry?;

@@ -252,7 +252,7 @@ const MAX_VALUE: f64 = 99_999_999_999_999.0;
 /// # Errors
 /// The reason the entry cannot become an event.
 pub fn parse_event(raw: &[u8]) -> Result<Event<'_>, String> {
-    if let Ok(event) = serde_json::from_slice::<Event<'_>>(raw) {
+    if let Ok(event) = sonic_rs::from_slice::<Event<'_>>(raw) {
         if event.v == Some(EVENT_VERSION)
             && parse_uuid(&event.event_id).is_some()
             && matches!(&*event.kind, "click" | "conversion")
@@ -866,6 +866,52 @@ pub fn truncate_ip(ip: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `sonic-rs` (the fast path of [`parse_event`]) reads entries exactly as `serde_json` (the
+    /// reasons of refused ones) does: what one accepts the other accepts, with the same fields.
+    #[test]
+    fn the_fast_parser_agrees_with_serde_json() {
+        let base = r#""event_id":"0190a6e4-7c2b-7000-8000-000000000001","type":"click","class":"human""#;
+        let cases: Vec<Vec<u8>> = [
+            format!(r#"{{"v":1,"time":1700000000000,{base}}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"user_agent":"a\"b\\c\u00e9\ud83d\ude00","ip":null}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"user_agent":"\ud800"}}"#),
+            format!(r#"{{"v":1,"time":1.5,{base}}}"#),
+            format!(r#"{{"v":1.0,"time":1700000000000,{base}}}"#),
+            format!(r#"{{"v":1,"time":99999999999999999999,{base}}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"value":1e400}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"value":-0.5,"link_index":2147483648}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"headers":{{"a":"b","c":"d\n"}},"x":[1,{{}}]}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"headers":{{"a":1}}}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},"campaign_id":"a","campaign_id":"b"}}"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base}}} trailing"#),
+            format!(r#"{{"v":1,"time":1700000000000,{base},}}"#),
+            format!(r#"  {{"v":1,"time":1700000000000,{base}}}  "#),
+            format!(r#"{{"v":1,"time":-1,{base},"recipient_index":-5,"token":""}}"#),
+            "[]".to_owned(),
+            "{".to_owned(),
+            String::new(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .chain([
+            format!("{{\"v\":1,\"time\":1,{base},\"ip\":\"\u{1}\"}}").into_bytes(),
+            [
+                &br#"{"v":1,"time":1,"ip":""#[..],
+                &[0xff, 0xfe],
+                br#"","#,
+                base.as_bytes(),
+                b"}",
+            ]
+            .concat(),
+        ])
+        .collect();
+        for raw in &cases {
+            let fast = sonic_rs::from_slice::<Event<'_>>(raw).map(|e| format!("{e:?}"));
+            let slow = serde_json::from_slice::<Event<'_>>(raw).map(|e| format!("{e:?}"));
+            assert_eq!(fast.ok(), slow.ok(), "{}", String::from_utf8_lossy(raw));
+        }
+    }
 
     const ID: &str = "0190a6e4-7c2b-7000-8000-00000000000a";
 

@@ -12,6 +12,7 @@
 //! * [`native`] — one block of `ClickHouse`'s `Native` format, column by column.
 //! * [`sequence`] — the sink's sequence rules (`bot:sibling-burst`, `bot:sweep`).
 //! * [`variants`] — A/B variants: which of a campaign's texts a recipient gets.
+//! * [`resp`] — stream replies read as raw RESP bytes: where a reply ends, its entries.
 //!
 //! The Python binding (`rust/shortcore-python`) is a thin layer over this crate.
 //!
@@ -37,6 +38,7 @@ pub mod native;
 mod patterns;
 pub mod phones;
 pub mod recipients;
+pub mod resp;
 pub mod sequence;
 pub mod sms;
 pub mod tokens;

@@ -47,6 +47,7 @@ impl Column {
     pub fn low_cardinality(rows: usize) -> Self {
         Self::LowCardinality(Dictionary {
             keys: Vec::new(),
+            prints: Vec::new(),
             positions: FxHashMap::default(),
             last: None,
             indexes: Vec::with_capacity(rows),
@@ -121,10 +122,23 @@ impl Column {
     }
 }
 
+/// The length and the last 8 bytes of `value`: values of one column mostly differ there (names
+/// in length, ids in their last digits), and values of up to 8 bytes (a class, a method, a
+/// version) are equal exactly when their fingerprints are, without a call to `memcmp`.
+fn fingerprint(value: &str) -> u64 {
+    let bytes = value.as_bytes();
+    let mut tail = [0u8; 8];
+    let n = bytes.len().min(8);
+    tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_le_bytes(tail) ^ (bytes.len() as u64).rotate_right(8)
+}
+
 /// A `LowCardinality(String)` column: the block's distinct values once, then an index per row.
 #[derive(Debug)]
 pub struct Dictionary {
     keys: Vec<String>,
+    /// [`fingerprint`] of each key.
+    prints: Vec<u64>,
     positions: FxHashMap<String, u32>,
     last: Option<u32>,
     indexes: Vec<u32>,
@@ -134,11 +148,21 @@ impl Dictionary {
     fn push(&mut self, value: &str) {
         // Few distinct values per block is the rule (a class, a browser): the last value and a
         // scan of a short list find them faster than hashing; a map takes over past 16.
+        let print = fingerprint(value);
+        let same = |i: usize| {
+            let key = &self.keys[i];
+            self.prints[i] == print
+                && if value.len() <= 8 {
+                    key.len() == value.len()
+                } else {
+                    key == value
+                }
+        };
         let index = match self.last {
-            Some(last) if self.keys[last as usize] == value => last,
+            Some(last) if same(last as usize) => last,
             _ => {
                 let found = if self.keys.len() <= 16 {
-                    self.keys.iter().position(|key| key == value).map(|i| i as u32)
+                    (0..self.keys.len()).find(|&i| same(i)).map(|i| i as u32)
                 } else {
                     self.positions.get(value).copied()
                 };
@@ -152,6 +176,7 @@ impl Dictionary {
     fn add(&mut self, value: &str) -> u32 {
         let index = self.keys.len() as u32;
         self.keys.push(value.to_owned());
+        self.prints.push(fingerprint(value));
         if self.keys.len() == 17 {
             self.positions = self.keys.iter().cloned().zip(0..).collect();
         } else if self.keys.len() > 17 {
@@ -246,6 +271,35 @@ mod tests {
         expected.extend_from_slice(&3u64.to_le_bytes());
         expected.extend_from_slice(&[0, 1, 0]);
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn values_alike_in_their_fingerprint_stay_apart() {
+        // Same last bytes, lengths on either side of 8, a control byte where the length is folded
+        // in, and empty strings: each distinct value gets its own key, each repeat finds it.
+        let values = [
+            "",
+            "\0",
+            "abcdefg",
+            "xabcdefg",
+            "abcdefg\x0f",
+            "\x0fabcdefg",
+            "yabcdefg",
+            "a-long-value-ending-abcdefg",
+            "b-long-value-ending-abcdefg",
+            "abcdefg\x08",
+        ];
+        let mut column = Column::low_cardinality(values.len() * 2);
+        for value in values.iter().chain(values.iter().rev()) {
+            column.push_str(value);
+        }
+        let Column::LowCardinality(dictionary) = &column else {
+            unreachable!()
+        };
+        assert_eq!(dictionary.keys, values.map(str::to_owned));
+        let n = values.len() as u32;
+        let expected: Vec<u32> = (0..n).chain((0..n).rev()).collect();
+        assert_eq!(dictionary.indexes, expected);
     }
 
     #[test]
