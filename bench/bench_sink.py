@@ -7,7 +7,10 @@
   plain insert costs;
 * ``sink.ratio_vs_column_insert`` — the first over the second;
 * ``sink.cpu_per_wall`` — CPU seconds of the sink's process per second of the drain (1.0 = one
-  core busy);
+  core busy; chDB's insert and merge threads can take it past 1.0);
+* ``sink.one_core_events_per_s`` — the same drain with the whole process (chDB's threads included)
+  confined to CPU 0 by ``taskset`` and Valkey on CPU 1, with its own column-insert baseline under
+  the same confinement (``sink.one_core_baseline_column_insert_per_s``, ``…_ratio_vs_column_insert``);
 * ``sink.click_to_stats_median_s`` / ``p90`` — while a writer keeps ``LOAD`` events a second
   coming, the time from writing a click to seeing it in ``events FINAL``.
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,19 +37,24 @@ LOAD = 20_000  # events per second during the latency measurement
 
 def run(quick: bool) -> dict[str, float]:
     n = 60_000 if quick else 300_000
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", str(n), "--latency-seconds", "4" if quick else "15"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    figures = _run_child([str(n), "--latency-seconds", "4" if quick else "15"])
+    # Again with the sink's process (chDB's threads included) confined to CPU 0 and Valkey on CPU 1:
+    # the "on one core", whatever chDB's merge threads would otherwise take from the other.
+    if shutil.which("taskset") is not None:
+        figures.update(_run_child([str(n), "--one-core"], prefix=["taskset", "-c", "0"]))
+    return figures
+
+
+def _run_child(args: list[str], prefix: list[str] | None = None) -> dict[str, float]:
+    command = [*(prefix or []), sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"bench_sink child failed:\n{out.stderr[-4000:]}")
     figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
 
 
-def _child(n: int, latency_seconds: float) -> dict[str, float]:
+def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, float]:
     sys.path.insert(0, str(HERE.parent / "tests"))
     import orjson
 
@@ -58,6 +68,9 @@ def _child(n: int, latency_seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="shortcore-bench-sink-") as tmp:
         store = EmbeddedStore(Path(tmp))
         url = store.start()
+        if one_core:
+            assert store._process is not None
+            os.sched_setaffinity(store._process.pid, {1})
         analytics = AnalyticsStore.open(f"chdb://{tmp}/clickhouse")
         events = bulk(n)
         try:
@@ -82,6 +95,9 @@ def _child(n: int, latency_seconds: float) -> dict[str, float]:
                 await task
                 figures["sink.events_per_s"] = n / wall
                 figures["sink.cpu_per_wall"] = cpu / wall
+                if one_core:
+                    await redis.aclose()
+                    return
 
                 # Latency under load: LOAD events a second, a marked click every 0.1 s.
                 stop = asyncio.Event()
@@ -164,13 +180,22 @@ def _child(n: int, latency_seconds: float) -> dict[str, float]:
         finally:
             analytics.close()
             store.stop()
+    if one_core:
+        return {
+            "sink.one_core_events_per_s": figures["sink.events_per_s"],
+            "sink.one_core_baseline_column_insert_per_s": figures["sink.baseline_column_insert_per_s"],
+            "sink.one_core_ratio_vs_column_insert": figures["sink.ratio_vs_column_insert"],
+        }
     return figures
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
-        seconds = float(sys.argv[4]) if len(sys.argv) >= 5 else 4.0
-        print(json.dumps(_child(int(sys.argv[2]), seconds)))
+        if sys.argv[3:4] == ["--one-core"]:
+            print(json.dumps(_child(int(sys.argv[2]), 0.0, one_core=True)))
+        else:
+            seconds = float(sys.argv[4]) if len(sys.argv) >= 5 else 4.0
+            print(json.dumps(_child(int(sys.argv[2]), seconds)))
     else:
         sys.path.insert(0, str(HERE))
         from common import require_release_build
