@@ -29,6 +29,7 @@ figure is the median of its runs and each ratio the median of the per-round rati
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -232,6 +233,11 @@ def run(quick: bool) -> dict[str, float]:
         try:
             assert store._process is not None
             os.sched_setaffinity(store._process.pid, {int(LOAD_CPU)})
+            # wrk keeps CPU 1 busy; without priority, Valkey waits for its turn on that core and
+            # every tracked request waits with it (milliseconds of tail latency that a Redis on
+            # its own core, as in any deployment, never shows).
+            with contextlib.suppress(PermissionError):
+                os.setpriority(os.PRIO_PROCESS, store._process.pid, -10)
             paths, _ = asyncio.run(_setup(url, 10_000))
             script = _wrk_script(directory, paths)
             env = {
@@ -275,6 +281,7 @@ def run(quick: bool) -> dict[str, float]:
             figures["redirect.naive_rps"] = statistics.median(r[0] for r in runs["naive"])
             figures["redirect.tracked_rps"] = statistics.median(r[0] for r in tracked)
             figures["redirect.p99_ms"] = statistics.median(r[1] for r in tracked)
+            figures["redirect.ceiling_p99_ms"] = statistics.median(r[1] for r in runs["ceiling"])
             figures["redirect.events_ok"] = 1.0 if after - warm >= sum(r[2] for r in tracked) and warm > before else 0.0
             # Ratios of the runs of one round, then their median.
             ceiling = runs["ceiling"]
