@@ -242,6 +242,43 @@ fn for_each_header<'py>(
     ))
 }
 
+/// The headers the classifier reads, their values still the caller's objects, and the others
+/// already counted (they matter only as a number and as client hints).
+type SortedHeaders<'py> = (Vec<(Header, Bound<'py, PyAny>)>, RequestHeaders<'static>);
+
+fn sort_headers<'py>(py: Python<'py>, headers: &Bound<'py, PyAny>) -> PyResult<SortedHeaders<'py>> {
+    let mut kept = Vec::new();
+    let mut counted = RequestHeaders::new();
+    for_each_header(py, headers, |name, value| {
+        match Header::from_name(name) {
+            Some(header) => kept.push((header, value)),
+            None => counted.insert(name, &[]),
+        }
+        Ok(())
+    })?;
+    Ok((kept, counted))
+}
+
+/// The kept headers' values as bytes, borrowed from their objects where possible.
+fn header_values<'a>(py: Python<'_>, kept: &'a [(Header, Bound<'_, PyAny>)]) -> PyResult<Vec<Cow<'a, [u8]>>> {
+    kept.iter()
+        .map(|(_, value)| text(py, value, "a header value"))
+        .collect()
+}
+
+/// The counted headers with the kept ones' values added.
+fn with_values<'a>(
+    counted: &RequestHeaders<'static>,
+    kept: &[(Header, Bound<'_, PyAny>)],
+    values: &'a [Cow<'a, [u8]>],
+) -> RequestHeaders<'a> {
+    let mut headers: RequestHeaders<'a> = *counted;
+    for ((header, _), value) in kept.iter().zip(values) {
+        headers.insert(header.name().as_bytes(), value);
+    }
+    headers
+}
+
 /// The two halves of a `(name, value)` pair.
 fn two<'py>(py: Python<'py>, item: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     if let Ok(tuple) = item.cast::<PyTuple>() {
@@ -365,26 +402,12 @@ impl PyClassifier {
         };
         let ip_text = ip_bytes.as_deref().map(String::from_utf8_lossy);
 
-        // Values of the headers the classifier reads, borrowed from their objects; the rest are
-        // only counted.
-        let mut kept: Vec<(Header, Bound<'_, PyAny>)> = Vec::new();
-        let mut request_headers = RequestHeaders::new();
-        if let Some(headers) = headers {
-            for_each_header(py, headers, |name, value| {
-                match Header::from_name(name) {
-                    Some(header) => kept.push((header, value)),
-                    None => request_headers.insert(name, &[]),
-                }
-                Ok(())
-            })?;
-        }
-        let values = kept
-            .iter()
-            .map(|(_, value)| text(py, value, "a header value"))
-            .collect::<PyResult<Vec<_>>>()?;
-        for ((header, _), value) in kept.iter().zip(&values) {
-            request_headers.insert(header.name().as_bytes(), value);
-        }
+        let (kept, counted) = match headers {
+            Some(headers) => sort_headers(py, headers)?,
+            None => (Vec::new(), RequestHeaders::new()),
+        };
+        let values = header_values(py, &kept)?;
+        let request_headers = with_values(&counted, &kept, &values);
 
         let request = Request {
             user_agent: ua_text.as_deref(),
@@ -423,22 +446,9 @@ impl PyClassifier {
         click_id: &str,
         seconds_since_send: Option<f64>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyString>)> {
-        let mut kept: Vec<(Header, Bound<'_, PyAny>)> = Vec::new();
-        let mut request_headers = RequestHeaders::new();
-        for_each_header(py, headers, |name, value| {
-            match Header::from_name(name) {
-                Some(header) => kept.push((header, value)),
-                None => request_headers.insert(name, &[]),
-            }
-            Ok(())
-        })?;
-        let values = kept
-            .iter()
-            .map(|(_, value)| text(py, value, "a header value"))
-            .collect::<PyResult<Vec<_>>>()?;
-        for ((header, _), value) in kept.iter().zip(&values) {
-            request_headers.insert(header.name().as_bytes(), value);
-        }
+        let (kept, counted) = sort_headers(py, headers)?;
+        let values = header_values(py, &kept)?;
+        let request_headers = with_values(&counted, &kept, &values);
         let ua = request_headers.get(Header::UserAgent).map(String::from_utf8_lossy);
         let request = Request {
             user_agent: Some(ua.as_deref().unwrap_or("")),
