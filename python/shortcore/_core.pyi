@@ -5,6 +5,8 @@ from typing import Any, Literal, final
 
 __all__ = [
     "CLASSIFIER_HEADERS",
+    "MESSAGE_COLUMNS",
+    "VARIANT_COLUMN",
     "Classification",
     "Classifier",
     "EncodedRows",
@@ -253,6 +255,10 @@ class VariantLinks:
         """The number of links of recipient ``recipient``'s message (0 for a negative index)."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
+#: The ``messages`` columns in the order :class:`MessageRows` writes them.
+MESSAGE_COLUMNS: tuple[str, ...]
+#: The column a variant campaign's rows end with.
+VARIANT_COLUMN: str
 """Lowercase names of the headers the classifier reads; the edge stores these with each event."""
 
 @final

@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from shortcore._core import MessageRows, VariantAssigner
+from shortcore._core import MESSAGE_COLUMNS as _MESSAGE_COLUMNS
+from shortcore._core import VARIANT_COLUMN, MessageRows, VariantAssigner
 from shortcore.links import MessageTemplate, RenderedMessage
 from shortcore.recipients import Recipient, RecipientList, Rejection
 from shortcore.tokens import TokenCodec
@@ -57,28 +58,10 @@ def prepare_template(text: object, *, scheme: str = "keep", only_last: bool = Fa
     return template
 
 
-# Column order of the analytics store's `messages` table, as MessageBatches fills it (a variant
-# campaign's rows add VARIANT_MESSAGE_COLUMNS' last one).
-MESSAGE_COLUMNS: Final = (
-    "campaign_id",
-    "account",
-    "recipient_index",
-    "line",
-    "phone",
-    "recipient_id",
-    "fields",
-    "text",
-    "encoding",
-    "characters",
-    "units",
-    "segments",
-    "segments_before",
-    "short_urls",
-    "sent_at",
-    "created_at",
-)
-#: Columns of the ``messages`` table a variant campaign fills: the usual ones and the variant.
-VARIANT_MESSAGE_COLUMNS: Final = (*MESSAGE_COLUMNS, "variant")
+# Column order of the analytics store's `messages` table as MessageRows writes the rows (from the
+# Rust core, which writes them); a variant campaign's rows end with the variant.
+MESSAGE_COLUMNS: Final = _MESSAGE_COLUMNS
+VARIANT_MESSAGE_COLUMNS: Final = (*MESSAGE_COLUMNS, VARIANT_COLUMN)
 
 
 @dataclass(frozen=True, slots=True)

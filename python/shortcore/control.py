@@ -686,12 +686,18 @@ MESSAGE_FIELDS: Final = (
 )  # fmt: skip
 
 
-async def campaign_messages(request: Request) -> Response:
-    account = await _account(request)
-    campaign = await _owned_campaign(request, account)
+def _download_format(request: Request) -> str:
+    """``?format=`` of a rows download: ``jsonl`` (the default) or ``csv``."""
     fmt = request.query_params.get("format", "jsonl")
     if fmt not in ("jsonl", "csv"):
         raise ApiError(400, "invalid_parameter", "'format' must be jsonl or csv")
+    return fmt
+
+
+async def campaign_messages(request: Request) -> Response:
+    account = await _account(request)
+    campaign = await _owned_campaign(request, account)
+    fmt = _download_format(request)
     analytics = _state(request).analytics
     # ClickHouse writes the rows itself: no Python object per row on the way out.
     columns = MESSAGES_JSON_COLUMNS if fmt == "jsonl" else MESSAGES_CSV_COLUMNS
@@ -1017,9 +1023,7 @@ async def report_page(request: Request) -> Response:
 async def campaign_clicks(request: Request) -> Response:
     account = await _account(request)
     campaign = await _owned_campaign(request, account)
-    fmt = request.query_params.get("format", "jsonl")
-    if fmt not in ("jsonl", "csv"):
-        raise ApiError(400, "invalid_parameter", "'format' must be jsonl or csv")
+    fmt = _download_format(request)
     analytics = _state(request).analytics
 
     async def rows() -> AsyncIterator[bytes]:

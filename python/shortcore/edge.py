@@ -351,7 +351,6 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
     since_send = now - campaign.sent_at if campaign is not None and campaign.sent_at is not None else None
     event_id = st.ids.new(now)
     click_id = event_id if outcome == "ok" else ""
-    status = 302 if outcome == "ok" else 0
     event, label = st.classifier.edge_event(
         headers, method, outcome, event_id, int(now * 1000),
         campaign.account if campaign else "", campaign.id if campaign else "", host, token,
@@ -375,7 +374,7 @@ async def handle_redirect(st: EdgeState, scope: Scope, send: Send) -> None:
             (b"set-cookie", f"{CLICK_PARAM}={signed}{st.cookie_tail}".encode()),
             _NO_CACHE,
         ]
-        await _respond(send, status, answer, b"", head)
+        await _respond(send, 302, answer, b"", head)
     elif outcome == "limited":
         st.stats.rate_limited += 1
         await _respond(send, 429, [_HTML, _NO_CACHE, (b"retry-after", b"60")], TOO_MANY_PAGE, head)

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 use shortcore::messages::{CampaignRows, CampaignTexts, MessageRows, MessageTotals};
 use shortcore::recipients::{CsvRecipients, RawRecipient, Recipient, RecipientSpool, Rejection};
 
@@ -304,5 +304,11 @@ enum Failure {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecipientSpool>()?;
-    m.add_class::<PyMessageRows>()
+    m.add_class::<PyMessageRows>()?;
+    // The order the rows are written in, for the insert's column list: stated once, here.
+    m.add(
+        "MESSAGE_COLUMNS",
+        PyTuple::new(m.py(), shortcore::messages::MESSAGE_COLUMNS)?,
+    )?;
+    m.add("VARIANT_COLUMN", shortcore::messages::VARIANT_COLUMN)
 }
