@@ -11,9 +11,10 @@
 //! back to be written again with a higher revision, which replaces them.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -67,80 +68,41 @@ pub struct SequenceRules {
     sibling_ms: i64,
     sweep_ms: i64,
     sweep_recipients: usize,
-    messages: FxHashMap<ByMessage, Vec<Arc<Row>>>,
-    clients: FxHashMap<ByClient, Vec<Arc<Row>>>,
+    messages: FxHashMap<Key, Hits>,
+    clients: FxHashMap<Key, Hits>,
+    keys: foldhash::quality::RandomState,
     newest: i64,
     pruned: i64,
 }
 
-/// A table key made of a row's message (campaign, recipient): no strings copied per lookup.
-#[derive(Debug)]
-struct ByMessage(Arc<Row>);
+/// A table key: a keyed 64-bit hash of a message (campaign, recipient) or of a client (address,
+/// user agent), made once per event. Probing by strings cost every lookup a hash of them and a
+/// visit to the rows they live in; two different messages or clients share a key with a chance
+/// of about 2^-64 per pair, and the per-process seed keeps anyone from arranging it.
+type Key = u64;
 
-impl ByMessage {
-    fn parts(&self) -> (&str, Option<i64>) {
-        let event = self.0.event();
-        (event.campaign_id.as_deref().unwrap_or(""), event.recipient_index)
-    }
-}
-
-impl Hash for ByMessage {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for ByMessage {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for ByMessage {}
-
-/// A table key made of a row's client (address, user agent).
-#[derive(Debug)]
-struct ByClient(Arc<Row>);
-
-impl ByClient {
-    fn parts(&self) -> (&str, &str) {
-        let event = self.0.event();
-        (
-            event.ip.as_deref().unwrap_or(""),
-            event.user_agent.as_deref().unwrap_or(""),
-        )
-    }
-}
-
-impl Hash for ByClient {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for ByClient {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for ByClient {}
+/// One message's or client's recent hits; almost always one or two, so kept inline.
+type Hits = SmallVec<[Arc<Row>; 2]>;
 
 /// The events of one batch, known by address, and those of earlier batches to emit again.
-struct Marking {
-    batch: FxHashSet<usize>,
+struct Marking<'r> {
+    rows: &'r [Arc<Row>],
+    batch: Option<FxHashSet<usize>>,
     again: Vec<Arc<Row>>,
     again_seen: FxHashSet<usize>,
 }
 
-impl Marking {
+impl Marking<'_> {
     fn mark(&mut self, hits: &[Arc<Row>], mark: u8) {
         for hit in hits {
             if hit.mark.swap(mark, Ordering::Relaxed) == mark {
                 continue;
             }
             let key = Arc::as_ptr(hit) as usize;
-            if !self.batch.contains(&key) && self.again_seen.insert(key) {
+            // The batch's own rows are known only once something is marked: most batches mark
+            // nothing, and a set of every row would cost them all a hash insert per row.
+            let batch = self.batch.get_or_insert_with(|| self.rows.iter().map(|row| Arc::as_ptr(row) as usize).collect());
+            if !batch.contains(&key) && self.again_seen.insert(key) {
                 self.again.push(Arc::clone(hit));
             }
         }
@@ -156,6 +118,7 @@ impl SequenceRules {
             sweep_recipients,
             messages: FxHashMap::default(),
             clients: FxHashMap::default(),
+            keys: foldhash::quality::RandomState::default(),
             newest: 0,
             pruned: 0,
         }
@@ -165,7 +128,8 @@ impl SequenceRules {
     /// `links` gives each campaign's number of links (a campaign missing: no sibling rule).
     pub fn apply(&mut self, rows: &[Arc<Row>], links: &HashMap<String, CampaignLinks>) -> Vec<Arc<Row>> {
         let mut marking = Marking {
-            batch: rows.iter().map(|row| Arc::as_ptr(row) as usize).collect(),
+            rows,
+            batch: None,
             again: Vec::new(),
             again_seen: FxHashSet::default(),
         };
@@ -184,19 +148,28 @@ impl SequenceRules {
             // than another is judged by its own count.
             let wanted = links.get(campaign).map_or(0, |l| l.of(recipient));
             if wanted >= 2 && recipient >= 0 {
-                let hits = recent(&mut self.messages, ByMessage(Arc::clone(row)), now - self.sibling_ms);
+                let key = self.keys.hash_one((campaign, recipient));
+                let hits = recent(&mut self.messages, key, now - self.sibling_ms);
                 hits.push(Arc::clone(row));
-                let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event().link_index).collect();
-                seen_links.sort_unstable();
-                seen_links.dedup();
-                if i64::try_from(seen_links.len()).unwrap_or(i64::MAX) >= wanted {
-                    marking.mark(hits, MARK_SIBLING);
+                // Fewer hits than links cannot cover them all: no need to count distinct ones.
+                if i64::try_from(hits.len()).unwrap_or(i64::MAX) >= wanted {
+                    let mut seen_links: Vec<Option<i32>> = hits.iter().map(|hit| hit.event().link_index).collect();
+                    seen_links.sort_unstable();
+                    seen_links.dedup();
+                    if i64::try_from(seen_links.len()).unwrap_or(i64::MAX) >= wanted {
+                        marking.mark(hits, MARK_SIBLING);
+                    }
                 }
             }
             let ip = event.ip.as_deref().unwrap_or("");
             if self.sweep_recipients > 0 && !ip.is_empty() {
-                let seen = recent(&mut self.clients, ByClient(Arc::clone(row)), now - self.sweep_ms);
+                let key = self.keys.hash_one((ip, event.user_agent.as_deref().unwrap_or("")));
+                let seen = recent(&mut self.clients, key, now - self.sweep_ms);
                 seen.push(Arc::clone(row));
+                // Fewer hits than the threshold cannot reach it: no need to count distinct ones.
+                if seen.len() < self.sweep_recipients {
+                    continue;
+                }
                 let mut recipients: Vec<(&str, Option<i64>)> = seen
                     .iter()
                     .map(|hit| {
@@ -222,14 +195,14 @@ impl SequenceRules {
     /// Forgets what no rule can use any more, so memory follows the traffic of a few seconds.
     fn prune(&mut self) {
         let horizon = self.newest - self.sibling_ms.max(self.sweep_ms);
-        let stale = |hits: &Vec<Arc<Row>>| hits.last().is_none_or(|hit| hit.event().time < horizon);
+        let stale = |hits: &Hits| hits.last().is_none_or(|hit| hit.event().time < horizon);
         self.messages.retain(|_, hits| !stale(hits));
         self.clients.retain(|_, hits| !stale(hits));
         self.pruned = self.newest;
     }
 }
 
-fn recent<K: std::hash::Hash + Eq>(table: &mut FxHashMap<K, Vec<Arc<Row>>>, key: K, since: i64) -> &mut Vec<Arc<Row>> {
+fn recent(table: &mut FxHashMap<Key, Hits>, key: Key, since: i64) -> &mut Hits {
     let hits = table.entry(key).or_default();
     if hits.first().is_some_and(|hit| hit.event().time < since) {
         hits.retain(|hit| hit.event().time >= since);
