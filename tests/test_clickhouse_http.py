@@ -328,6 +328,7 @@ def test_serve_on_a_clickhouse_server_through_an_outage(tmp_path: Path, gateway:
     edge, control = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTCORE_")}
     env["SHORTCORE_SINK_RETRY_MAX"] = "0.5"  # retry often, so the test need not wait long
+    env["SHORTCORE_ADMIN_KEY"] = "admin"
     log = tmp_path / "serve.log"
     with EmbeddedStore(tmp_path / "redis") as redis_store, log.open("w") as out:
         command = [
@@ -364,9 +365,26 @@ def test_serve_on_a_clickhouse_server_through_an_outage(tmp_path: Path, gateway:
                 assert during.status_code == 302
                 assert during.headers["location"].startswith("https://shop.example/spring")
                 _wait(lambda: not api.get("/healthz").json()["sink"]["clickhouse_up"], 30, "the sink seeing it")
-                unavailable = api.get(stats_url)
-                assert unavailable.status_code == 503, unavailable.text
-                assert unavailable.json()["error"]["code"] == "store_unavailable"
+                for unavailable in (
+                    api.get(stats_url),
+                    api.get(f"/api/v1/campaigns/{campaign}/clicks"),
+                    api.get(f"/api/v1/campaigns/{campaign}/messages?format=csv"),
+                    api.post("/api/v1/sql", json={"query": "SELECT 1"}, headers={"Authorization": "Bearer admin"}),
+                ):
+                    assert unavailable.status_code == 503, unavailable.text
+                    assert unavailable.json()["error"] == {
+                        "code": "store_unavailable",
+                        "message": "the analytics store is unreachable; try again shortly",
+                    }
+                # Opening the store from the CLI: one clear line, the password not in it.
+                url = f"http://default:s3cret@127.0.0.1:{gateway.port}/"
+                cli = [sys.executable, "-m", "shortcore", "stats", campaign, "--clickhouse-url", url]
+                refused = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=60)
+                assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+                assert refused.stderr.startswith(
+                    f"shortcore stats: cannot open http://default:***@127.0.0.1:{gateway.port}/"
+                )
+                assert refused.stderr.endswith("is the ClickHouse server up?\n") and "s3cret" not in refused.stderr
 
                 gateway.start()
                 _wait(lambda: human_clicks(2), 60, "the click made during the outage")
