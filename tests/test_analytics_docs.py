@@ -226,6 +226,9 @@ def test_cli_stats_and_sql_on_the_store(world: dict[str, Any], capsys: pytest.Ca
     assert capsys.readouterr().out == "reason,n\nbot:sibling-burst,2\nbot:ua:python-requests,1\n"
     assert main(["sql", "DELETE FROM shortcore.events WHERE 1", "--clickhouse-url", url]) == 1
     assert "only SELECT" in capsys.readouterr().err
+    # A SELECT the store's read-only session refuses (not our prefix check).
+    assert main(["sql", "SELECT * FROM file('/etc/hostname', 'LineAsString')", "--clickhouse-url", url]) == 1
+    assert "readonly" in capsys.readouterr().err.lower()
 
 
 def _doc_queries() -> list[tuple[str, str]]:
