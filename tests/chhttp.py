@@ -291,6 +291,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except QueryError as error:
             self._error(error, HTTP_STATUS.get(error.code, 500), headers)
             return
+        except Exception as error:  # a bug of the gateway: an answer the client reports, not a dropped connection
+            self._error(QueryError(1001, f"DB::Exception: gateway: {error!r}. (STD_EXCEPTION)"), 500, headers)
+            return
         finally:
             if session is not None:
                 session.lock.release()
