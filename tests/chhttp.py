@@ -32,6 +32,7 @@ import http.server
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -347,10 +348,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its timeout) closed the connection before the answer: normal.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def serve(data_dir: str, port: int) -> None:
     Handler.engine = Engine(data_dir)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", port), Handler)
     print(f"ready {server.server_address[1]}", flush=True)
 
     def orphaned() -> None:
@@ -393,10 +402,20 @@ class Gateway:
             raise RuntimeError(f"the ClickHouse HTTP gateway did not start: {line!r}")
         return self.url
 
+    def pause(self) -> None:
+        """A hung server: the kernel still accepts connections and takes requests, nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused process would not see the SIGTERM
         process.terminate()
         try:
             process.wait(timeout=20)

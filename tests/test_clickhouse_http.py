@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import socket
@@ -105,6 +106,16 @@ async def _run_sink_until_drained(redis: AnyRedis, sink: EventSink, timeout: flo
         stop.set()
         await task
         sink.close()
+
+
+def _add_campaign(client: Client, campaign: str) -> None:
+    client.insert(
+        f"{DATABASE}.campaigns",
+        [[campaign, "acc_test", "test", "text", "ul.example", 0, 100, 1, ["https://x.example/"], {}, False, None, None,
+          dt.datetime.now(dt.UTC), 1, ""]],
+        column_names=["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
+                      "utm", "click_param", "sent_at", "expires_at", "created_at", "version", "variants"],
+    )  # fmt: skip
 
 
 def _count(client: Client, campaign: str) -> tuple[int, int]:
@@ -286,6 +297,49 @@ def test_the_sink_waits_out_an_outage_and_loses_nothing(redis_url: str, gateway:
     try:
         asyncio.run(go())
         assert _count(store.client, campaign) == (60, 60)
+    finally:
+        store.close()
+
+
+def test_a_hung_server_times_out_and_the_retried_batch_counts_once(redis_url: str, gateway: Gateway) -> None:
+    """The server stops answering (SIGSTOP: connections and requests are still taken in). With
+    ``send_receive_timeout`` in the URL the sink gives up on the insert after that long, keeps the
+    batch and retries. Resumed, the server runs the insert it had taken in and every retry of
+    it: the batch's insert_deduplication_token makes them one."""
+    campaign = _campaign_id()
+    store = AnalyticsStore.open(gateway.url + "?send_receive_timeout=1")
+    store.client.command(f"SYSTEM STOP MERGES {DATABASE}.events")  # raw rows are what is counted
+    # A known campaign: its links are read once, so what hangs later is the insert itself.
+    _add_campaign(store.client, campaign)
+
+    async def go() -> None:
+        redis = await _fresh(redis_url)
+        sink = EventSink(redis, store, SinkSettings(batch_size=100, retry_min=0.2, retry_max=0.5))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink.run(stop))
+        try:
+            await _write(redis, [click(campaign, i) for i in range(10)])
+            await _until(lambda: sink.status.inserted == 10)
+            gateway.pause()
+            await _write(redis, [click(campaign, i) for i in range(10, 50)])
+            await _until(lambda: not sink.status.clickhouse_up and sink.status.insert_failures >= 2)
+            assert sink.status.inserted == 10 and (await stream_backlog(redis)).events == 40
+            gateway.resume()
+            await _until(lambda: sink.status.inserted == 50)
+            assert sink.status.clickhouse_up and (await stream_backlog(redis)).events == 0
+        finally:
+            gateway.resume()
+            stop.set()
+            await task
+            sink.close()
+            await redis.aclose()
+
+    try:
+        asyncio.run(go())
+        raw = store.client.command(
+            f"SELECT count() FROM {DATABASE}.events WHERE campaign_id = %(c)s", parameters={"c": campaign}
+        )
+        assert raw == 50 and _count(store.client, campaign) == (50, 50)
     finally:
         store.close()
 
