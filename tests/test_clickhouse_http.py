@@ -413,6 +413,8 @@ def test_serve_on_a_clickhouse_server_through_an_outage(tmp_path: Path, gateway:
 
                 assert httpx.get(links[0], headers=BROWSER).status_code == 302
                 _wait(lambda: human_clicks(1), 30, "the first click in the stats")
+                report = api.get(f"/reports/campaigns/{campaign}")
+                assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
 
                 gateway.stop()
                 during = httpx.get(links[1], headers=BROWSER)
@@ -430,6 +432,8 @@ def test_serve_on_a_clickhouse_server_through_an_outage(tmp_path: Path, gateway:
                         "code": "store_unavailable",
                         "message": "the analytics store is unreachable; try again shortly",
                     }
+                page = api.get(f"/reports/campaigns/{campaign}")
+                assert page.status_code == 503 and "unreachable" in page.text
                 # Opening the store from the CLI: one clear line, the password not in it.
                 url = f"http://default:s3cret@127.0.0.1:{gateway.port}/"
                 cli = [sys.executable, "-m", "shortcore", "stats", campaign, "--clickhouse-url", url]
