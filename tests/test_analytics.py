@@ -6,7 +6,16 @@ import uuid
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from shortcore.analytics import DATABASE, MIGRATIONS, AnalyticsConfigError, Migration, connect, migrate, schema_version
+from shortcore.analytics import (
+    DATABASE,
+    MIGRATIONS,
+    AnalyticsConfigError,
+    Migration,
+    connect,
+    display_url,
+    migrate,
+    schema_version,
+)
 
 
 def test_migrations_apply_once(chdb_client: Client) -> None:
@@ -48,3 +57,16 @@ def test_replayed_events_count_once(chdb_client: Client) -> None:
 def test_bad_urls(url: str) -> None:
     with pytest.raises(AnalyticsConfigError):
         connect(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://reader:p%40ss@ch.example:8443/shortcore", "https://reader:***@ch.example:8443/shortcore"),
+        ("http://default:@127.0.0.1:8123/", "http://default:***@127.0.0.1:8123/"),
+        ("http://ch.example:8123/", "http://ch.example:8123/"),
+        ("chdb:///var/lib/shortcore/clickhouse", "chdb:///var/lib/shortcore/clickhouse"),
+    ],
+)
+def test_display_url_masks_the_password(url: str, shown: str) -> None:
+    assert display_url(url) == shown

@@ -1,7 +1,8 @@
 """The figures people read, on real data: a campaign created through the control API, requests
 written to the stream as the edge writes them, the sink running inside the control app. Checks
 the stats definitions exactly, the clicks export, the SQL console and CLI, and runs every query
-of docs/analytics.md."""
+of docs/analytics.md. All of it twice: on the embedded chDB and over ClickHouse's HTTP interface
+(the test gateway of tests/chhttp.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from starlette.testclient import TestClient
 
 from shortcore import accounts
 from shortcore.analytics import AnalyticsStore, migrate
+from shortcore.analytics import connect as connect_clickhouse
 from shortcore.cli import main
 from shortcore.clickids import ClickIds
 from shortcore.config import Settings
@@ -34,9 +36,18 @@ ADMIN_KEY = "admin-test-key"
 TEXT = "Sale! https://shop.example/a and https://shop.example/b"
 
 
-@pytest.fixture(scope="module")
-def world(redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    migrate(chdb_client)
+@pytest.fixture(scope="module", params=["chdb", "http"])
+def world(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    ch: Client
+    if request.param == "chdb":
+        ch = request.getfixturevalue("chdb_client")
+        url = f"chdb://{ch.path}"  # type: ignore[attr-defined]
+    else:
+        url = request.getfixturevalue("clickhouse_http")
+        ch = connect_clickhouse(url)
+    migrate(ch)
 
     async def setup() -> tuple[str, str]:
         redis = connect(redis_url)
@@ -53,7 +64,7 @@ def world(redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPath
         secret="docs",
         base_url="https://ul.example",
     )
-    analytics = AnalyticsStore(chdb_client)
+    analytics = AnalyticsStore(ch, url)
     app = create_control_app(
         settings,
         analytics=analytics,
@@ -109,7 +120,17 @@ def world(redis_url: str, chdb_client: Client, tmp_path_factory: pytest.TempPath
                 break
             time.sleep(0.05)
         latency = time.monotonic() - started
-        yield {"client": client, "headers": headers, "campaign": campaign, "stats": stats, "latency": latency}
+        yield {
+            "client": client,
+            "headers": headers,
+            "campaign": campaign,
+            "stats": stats,
+            "latency": latency,
+            "ch": ch,
+            "url": url,
+        }
+    if request.param == "http":
+        analytics.close()
 
 
 def test_stats_follow_the_definitions(world: dict[str, Any]) -> None:
@@ -191,10 +212,8 @@ def test_sql_console(world: dict[str, Any]) -> None:
     assert client.post("/api/v1/sql", json={"query": "SELECT 1"}, headers=world["headers"]).status_code == 401
 
 
-def test_cli_stats_and_sql_on_the_store(
-    world: dict[str, Any], chdb_client: Client, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = f"chdb://{chdb_client.path}"  # type: ignore[attr-defined]
+def test_cli_stats_and_sql_on_the_store(world: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    url = world["url"]
     assert main(["stats", world["campaign"], "--clickhouse-url", url]) == 0
     out = capsys.readouterr().out
     assert re.search(r"unique clickers\s+3", out) and re.search(r"click-through rate\s+50\.00%", out)
@@ -207,6 +226,9 @@ def test_cli_stats_and_sql_on_the_store(
     assert capsys.readouterr().out == "reason,n\nbot:sibling-burst,2\nbot:ua:python-requests,1\n"
     assert main(["sql", "DELETE FROM shortcore.events WHERE 1", "--clickhouse-url", url]) == 1
     assert "only SELECT" in capsys.readouterr().err
+    # A SELECT the store's read-only session refuses (not our prefix check).
+    assert main(["sql", "SELECT * FROM file('/etc/hostname', 'LineAsString')", "--clickhouse-url", url]) == 1
+    assert "readonly" in capsys.readouterr().err.lower()
 
 
 def _doc_queries() -> list[tuple[str, str]]:
@@ -220,8 +242,8 @@ def test_docs_have_ten_queries_or_more() -> None:
 
 
 @pytest.mark.parametrize(("title", "query"), _doc_queries(), ids=[t.split(".")[0] for t, _ in _doc_queries()])
-def test_docs_query(world: dict[str, Any], chdb_client: Client, title: str, query: str) -> None:
-    result = chdb_client.query(query, parameters={"campaign": world["campaign"]})
+def test_docs_query(world: dict[str, Any], title: str, query: str) -> None:
+    result = world["ch"].query(query, parameters={"campaign": world["campaign"]})
     assert result.result_rows, f"{title}: no rows"
     named = list(result.named_results())
     if title.startswith("1."):
@@ -236,12 +258,12 @@ def test_docs_query(world: dict[str, Any], chdb_client: Client, title: str, quer
         assert named[0]["reason"] == "bot:sibling-burst" and named[0]["events"] == 2
 
 
-def test_clicks_pages_follow_each_other(world: dict[str, Any], chdb_client: Client) -> None:
+def test_clicks_pages_follow_each_other(world: dict[str, Any]) -> None:
     from shortcore.stats import click_cursor, click_page
 
     seen: list[str] = []
     after = None
-    while page := click_page(chdb_client, world["campaign"], after, limit=3):
+    while page := click_page(world["ch"], world["campaign"], after, limit=3):
         seen += [str(row["event_id"]) for row in page]
         after = click_cursor(page[-1])
     assert len(seen) == len(set(seen)) == 10  # 9 requests and the credited conversion

@@ -39,6 +39,7 @@ from shortcore.sinklease import LEASE_KEY, SinkLease
 from shortcore.store import AnyRedis, EmbeddedStore, connect
 from shortcore.variants import VariantAssigner, new_seed
 
+from chhttp import Gateway
 from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode
 
 
@@ -661,12 +662,19 @@ def _count_in(clickhouse_url: str) -> tuple[int, int, int]:
     return final, distinct, raw
 
 
-def test_sigkill_in_the_middle_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("clickhouse", ["chdb", "http"])
+def test_sigkill_in_the_middle_loses_and_doubles_nothing(
+    tmp_path: Path, clickhouse: str, request: pytest.FixtureRequest
+) -> None:
     """The sink process is killed half way through; the next one takes over once the dead one's
-    lease lapses (chDB opens a directory in one process at a time, so it starts after the kill)."""
+    lease lapses (chDB opens a directory in one process at a time, so it starts after the kill).
+    ``http``: the same with a ClickHouse server (the test gateway) that outlives both sinks."""
     store = EmbeddedStore(tmp_path / "redis")
     url = store.start()
-    clickhouse_url = f"chdb://{tmp_path / 'clickhouse'}"
+    gateway = Gateway(tmp_path / "clickhouse-http") if clickhouse == "http" else None
+    clickhouse_url = gateway.start() if gateway is not None else f"chdb://{tmp_path / 'clickhouse'}"
+    if gateway is not None:
+        request.addfinalizer(gateway.stop)
     env = {
         **os.environ,
         "SHORTCORE_REDIS_URL": url,

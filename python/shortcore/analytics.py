@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -42,6 +42,15 @@ def connect(url: str, settings: dict[str, Any] | None = None) -> Client:
     if scheme in ("http", "https"):
         return clickhouse_connect.get_client(dsn=url, settings=settings)
     raise AnalyticsConfigError(f"the ClickHouse URL must start with chdb://, http:// or https://, got {scheme!r}")
+
+
+def display_url(url: str) -> str:
+    """The URL for messages and logs: the password of an ``http(s)://user:pass@…`` URL masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ modules it calls."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -170,15 +171,20 @@ def _open_store(args: argparse.Namespace, command: str, readonly: bool) -> Any:
     url = settings.effective_clickhouse_url
     if url.startswith("chdb://") and not os.path.isdir(url[len("chdb://") :]):
         raise _CliError(f"no analytics store at {url}; give a key to go through a running server")
+    from shortcore.analytics import connect, display_url
+
+    # Our message below says it all; the client's own warning would repeat it as a log line.
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
     try:
         if readonly:
             return readonly_client(url)
-        from shortcore.analytics import connect
-
         return connect(url)
     except Exception as error:
+        reason = str(error).splitlines()[0][:200]
+        if not url.startswith("chdb://"):
+            raise _CliError(f"cannot open {display_url(url)} ({reason}); is the ClickHouse server up?") from None
         raise _CliError(
-            f"cannot open {url} ({str(error).splitlines()[0][:200]}); while `shortcore serve` holds an embedded "
+            f"cannot open {url} ({reason}); while `shortcore serve` holds an embedded "
             f"store, go through it: shortcore {command} … with {'--admin-key' if readonly else '--api-key'}"
         ) from None
 
@@ -217,6 +223,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _sql(args: argparse.Namespace) -> int:
+    from clickhouse_connect.driver.exceptions import OperationalError
+
     from shortcore.client import Api, ClientError, sql
     from shortcore.stats import SqlError, format_rows, run_sql
 
@@ -232,6 +240,9 @@ def _sql(args: argparse.Namespace) -> int:
             text = format_rows(columns, rows, args.format)
     except (ClientError, _CliError, SqlError) as error:
         print(f"shortcore sql: {error}", file=sys.stderr)
+        return 1
+    except OperationalError as error:  # the server went out of reach after the store was opened
+        print(f"shortcore sql: the analytics store is unreachable ({str(error)[:200]})", file=sys.stderr)
         return 1
     try:
         sys.stdout.write(text)

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError as AnalyticsUnreachable
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -712,10 +713,15 @@ async def campaign_messages(request: Request) -> Response:
             settings={"output_format_json_escape_forward_slashes": 0},
         )
 
+    # The first page before the response starts: a store out of reach is then a 503, not a
+    # 200 whose body breaks off.
+    first = await analytics.run(page, 0) if campaign.recipients else b""
+
     async def rows() -> AsyncIterator[bytes]:
         if fmt == "csv":
             yield (",".join(MESSAGE_FIELDS) + "\n").encode()
-        for start in range(0, campaign.recipients, MESSAGES_PAGE):
+        yield first
+        for start in range(MESSAGES_PAGE, campaign.recipients, MESSAGES_PAGE):
             yield await analytics.run(page, start)
 
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
@@ -1026,19 +1032,20 @@ async def campaign_clicks(request: Request) -> Response:
     fmt = _download_format(request)
     analytics = _state(request).analytics
 
+    # The first page before the response starts: a store out of reach is then a 503, not a
+    # 200 whose body breaks off.
+    first = await analytics.run(click_page, campaign.id, None)
+
     async def rows() -> AsyncIterator[bytes]:
         if fmt == "csv":
             yield _csv_line(CLICK_FIELDS)
-        after = None
-        while True:
-            page = await analytics.run(click_page, campaign.id, after)
-            if not page:
-                return
-            after = click_cursor(page[-1])
+        page = first
+        while page:
             if fmt == "jsonl":
                 yield b"".join(orjson.dumps(click_json(row)) + b"\n" for row in page)
             else:
                 yield b"".join(_csv_line(tuple(click_json(row).values())) for row in page)
+            page = await analytics.run(click_page, campaign.id, click_cursor(page[-1]))
 
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv; charset=utf-8"
     return StreamingResponse(rows(), media_type=media)
@@ -1096,6 +1103,8 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
             return error_response(error.status, error.code, error.message, **error.extra)
         except (RedisError, ConnectionError, OSError):
             return error_response(503, "store_unavailable", "the hot store is unreachable; try again shortly")
+        except AnalyticsUnreachable:  # a ClickHouse server (http://) down or out of reach
+            return error_response(503, "store_unavailable", "the analytics store is unreachable; try again shortly")
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
@@ -1108,7 +1117,7 @@ def _guarded_page(handler: Callable[[Request], Awaitable[Response]]) -> Callable
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
-        except (RedisError, ConnectionError, OSError):
+        except (RedisError, ConnectionError, OSError, AnalyticsUnreachable):
             return _html(503, reports.error_page("Try again shortly", "The report's data store is unreachable."))
 
     guarded.__name__ = handler.__name__

@@ -786,16 +786,24 @@ class EventSink:
         def prepare(client: Client) -> PreparedBatch:
             return inserter.prepare(client, entries)
 
-        batch = await self.analytics.run(prepare)
+        batch: PreparedBatch | None = None
         delay = self.settings.retry_min
         while True:
             try:
+                if batch is None:
+                    batch = await self.analytics.run(prepare)
                 refused = await self.analytics.run(inserter.insert_batch, batch)
                 break
             except Exception as error:
+                # Preparing reads ClickHouse too (campaigns' links, conversions' clicks): a server
+                # out of reach fails it like an insert, and it is retried the same way (decoding
+                # again from the entries, which sets no sequence rule's memory). Anything else
+                # while preparing is a bug, not an outage.
+                if batch is None and not is_connection_error(error):
+                    raise
                 self.status.failed()
                 if self.status.clickhouse_up:
-                    log.warning("ClickHouse refused a batch of %d events, retrying: %s", len(batch), error)
+                    log.warning("ClickHouse refused a batch of %d events, retrying: %s", len(entries), error)
                 self.status.clickhouse_up = False
                 await self._refresh_backlog()
                 if stop.is_set():

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from shortcore.analytics import DATABASE, connect
 from shortcore.significance import verdict
@@ -443,6 +444,8 @@ def run_sql(client: Client, query: str, max_rows: int = SQL_MAX_ROWS) -> tuple[l
         raise SqlError("only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN and EXISTS queries are allowed")
     try:
         result = client.query(query)
+    except OperationalError:
+        raise  # the server is out of reach: not the query's fault
     except Exception as error:
         message = str(error).split("(version", 1)[0].strip()
         raise SqlError(message[:2000]) from None
