@@ -101,7 +101,9 @@ impl Marking<'_> {
             let key = Arc::as_ptr(hit) as usize;
             // The batch's own rows are known only once something is marked: most batches mark
             // nothing, and a set of every row would cost them all a hash insert per row.
-            let batch = self.batch.get_or_insert_with(|| self.rows.iter().map(|row| Arc::as_ptr(row) as usize).collect());
+            let batch = self
+                .batch
+                .get_or_insert_with(|| self.rows.iter().map(|row| Arc::as_ptr(row) as usize).collect());
             if !batch.contains(&key) && self.again_seen.insert(key) {
                 self.again.push(Arc::clone(hit));
             }
