@@ -3,8 +3,8 @@
 * ``sink.events_per_s`` — events written to the stream beforehand, then drained by one sink
   (read, check, enrich, sequence rules, insert, acknowledge, trim) into chDB;
 * ``sink.baseline_column_insert_per_s`` — the same events as ready-made columns inserted with
-  clickhouse-connect's ``client.insert(column_oriented=True)`` (no Redis, no checks): what a
-  plain insert costs;
+  clickhouse-connect's ``client.insert(column_oriented=True)`` (no Redis, no checks), in batches
+  of the sink's size and with its insert settings: what a plain insert costs;
 * ``sink.ratio_vs_column_insert`` — the first over the second;
 * ``sink.cpu_per_wall`` — CPU seconds of the sink's process per second of the drain (1.0 = one
   core busy; chDB's insert and merge threads can take it past 1.0);
@@ -59,7 +59,7 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
     import orjson
 
     from shortcore.analytics import DATABASE, AnalyticsStore
-    from shortcore.sink import STREAM_KEY, EventSink, SinkSettings, stream_backlog
+    from shortcore.sink import INSERT_SETTINGS, STREAM_KEY, EventSink, SinkSettings, stream_backlog
     from shortcore.store import EmbeddedStore, connect
 
     from sinkdata import bulk, click
@@ -143,7 +143,7 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
 
             asyncio.run(drain())
 
-            # Baseline: the same events as columns, one clickhouse-connect insert per 20,000.
+            # Baseline: the same events as columns, one clickhouse-connect insert per sink batch.
             parsed = [orjson.loads(e) for e in events]
             columns = [
                 "event_id", "time", "type", "outcome", "account", "campaign_id", "domain", "token", "recipient_index",
@@ -166,12 +166,17 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
                         out.append([e[name] for e in chunk])
                 return out
 
-            chunks = [as_columns(parsed[s : s + 20_000]) for s in range(0, n, 20_000)]
+            size = SinkSettings().batch_size
+            chunks = [as_columns(parsed[s : s + size]) for s in range(0, n, size)]
             analytics.client.command(f"CREATE TABLE {DATABASE}.events_baseline AS {DATABASE}.events")
             started = time.perf_counter()
             for chunk in chunks:
                 analytics.client.insert(
-                    f"{DATABASE}.events_baseline", chunk, column_names=columns, column_oriented=True
+                    f"{DATABASE}.events_baseline",
+                    chunk,
+                    column_names=columns,
+                    column_oriented=True,
+                    settings=INSERT_SETTINGS,
                 )
             figures["sink.baseline_column_insert_per_s"] = n / (time.perf_counter() - started)
             figures["sink.ratio_vs_column_insert"] = (

@@ -305,7 +305,7 @@ class PreparedBatch:
 #: batch reads each stream entry once; an event's revision goes in a later batch than the event).
 #: It was half of an insert's time, measured. Duplicates collapse at merge time, and every figure
 #: reads ``FINAL`` or counts distinct event ids, so none is counted twice meanwhile.
-_INSERT_SETTINGS: Final = {"optimize_on_insert": 0}
+INSERT_SETTINGS: Final = {"optimize_on_insert": 0}
 
 
 class EventInserter:
@@ -387,7 +387,7 @@ class EventInserter:
             f"{DATABASE}.events",
             EVENT_COLUMNS,
             insert_block=body,
-            settings=_INSERT_SETTINGS | {"insert_deduplication_token": token},
+            settings=INSERT_SETTINGS | {"insert_deduplication_token": token},
             fmt="Native",
         )
 
