@@ -221,6 +221,7 @@ def _serve_end_to_end(data_dir: Path, redis_url: str) -> None:
         clicked, converted, unattributed = got["click"], got["E2E-1"], got["E2E-2"]
         assert (clicked["campaign_id"], clicked["class"], clicked["recipient"]["id"]) == (campaign, "human", "cust-1")
         assert clicked["link"]["url"] == "https://shop.example/spring"
+        assert clicked["click_id"] == click_id  # the signed id its landing page got
         assert converted["campaign_id"] == campaign and converted["recipient"]["phone"] == "+4915123450001"
         assert converted["conversion"]["attribution"] == "click" and converted["conversion"]["value"] == 19.9
         assert converted["conversion"]["click_id"] == clicked["id"]

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from shortcore import accounts
 from shortcore.analytics import DATABASE, AnalyticsStore, migrate
+from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.control import CAMPAIGN_COLUMNS, create_control_app
 from shortcore.events import STREAM_KEY, EventIds
@@ -45,6 +46,7 @@ from shortcore.webhooks import (
 from sinkdata import click, encode
 
 IDS = EventIds()
+CLICK_SECRET = b"webhook tests secret"
 FAST = WebhookSettings(allow="127.0.0.1/32", timeout=0.3, retry_min=0.05, retry_max=0.4, max_age=60, poll=0.01)
 
 
@@ -133,6 +135,7 @@ def click_row(account: str, klass: str = "human", **extra: Any) -> Row:
         "account": account, "campaign_id": "cmp_0000000000000001", "recipient_index": 0, "link_index": 0,
         "class": klass, "reason": "test", "browser": "Safari", "os": "iOS", "device": "mobile",
     }  # fmt: skip
+    event["click_id"] = event["event_id"]  # as the edge writes a redirect's click
     return Row(b"0-1", orjson.dumps(event), event, dict(extra))
 
 
@@ -147,7 +150,7 @@ async def clean(redis: AnyRedis) -> None:
 async def running(redis_url: str, settings: WebhookSettings = FAST) -> AsyncIterator[tuple[WebhookService, AnyRedis]]:
     redis = connect(redis_url)
     await clean(redis)
-    service = WebhookService(redis, None, settings)
+    service = WebhookService(redis, None, settings, ClickIds(CLICK_SECRET))
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:
@@ -212,6 +215,10 @@ def test_signed_delivery(redis_url: str) -> None:
             assert (body["class"], body["browser"], body["os"], body["device"]) == ("human", "Safari", "iOS", "mobile")
             assert body["country"] == "DE" and body["campaign_id"] == "cmp_0000000000000001"
             assert body["link"] == {"index": 0, "url": None}
+            # The click id as signed for the landing page: it names this click, and only with the secret.
+            assert body["click_id"] != rows[0].event["event_id"]
+            assert ClickIds(CLICK_SECRET).event_id(body["click_id"]) == rows[0].event["event_id"]
+            assert ClickIds(b"another deployment").event_id(body["click_id"]) is None
             assert got.headers["content-type"] == "application/json"
             await until(lambda: _none_pending(service))
         await receiver.stop()

@@ -1196,7 +1196,7 @@ def create_control_app(
         store = analytics if analytics is not None else AnalyticsStore.open(settings.effective_clickhouse_url)
         state = ControlState(settings, client, store, settings.token_secret(), max_upload_bytes, admin_key)
         app.state.control = state
-        hooks = WebhookService(client, store, webhook_settings or WebhookSettings())
+        hooks = WebhookService(client, store, webhook_settings or WebhookSettings(), ClickIds(state.secret))
         app.state.webhooks = hooks
         stop = asyncio.Event()
         sink_task: asyncio.Task[SinkStatus] | None = None

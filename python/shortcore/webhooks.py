@@ -60,6 +60,7 @@ import httptools
 import orjson
 
 from shortcore.analytics import DATABASE, AnalyticsStore
+from shortcore.clickids import ClickIds
 from shortcore.conversions import COUNTED
 from shortcore.routing import CAMPAIGN_KEY, Campaign
 from shortcore.store import AnyRedis
@@ -410,8 +411,10 @@ def payload(
     kind: str,
     recipient: tuple[str, str] | None,
     link_url: str | None,
+    click_id: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON an endpoint receives for one event."""
+    """The JSON an endpoint receives for one event; ``click_id`` is a request's signed click id
+    (as its landing page got it), for the request kinds."""
     phone, recipient_id = recipient or ("", "")
     body: dict[str, Any] = {
         "id": event["event_id"],
@@ -434,6 +437,8 @@ def payload(
         "revision": int(extra.get("_revision") or 0),
         "reclassified": False,
     }
+    if event.get("type") == "click":
+        body["click_id"] = click_id
     if kind == "conversion":
         body["conversion"] = {
             "event": event.get("event_name") or None,
@@ -893,6 +898,10 @@ class WebhookService:
     redis: AnyRedis
     analytics: AnalyticsStore | None
     settings: WebhookSettings = field(default_factory=WebhookSettings)
+    #: Signs the click ids of request events as the edge did for their landing pages (the
+    #: :data:`~shortcore.routing.CLICK_PARAM` parameter and cookie), so an integration can match
+    #: a webhook's click to what its page received.
+    click_ids: ClickIds | None = None
     sender: WebhookSender = field(init=False)
     _links: dict[str, Campaign | None] = field(init=False, default_factory=dict)
 
@@ -939,7 +948,9 @@ class WebhookService:
             campaign = str(event.get("campaign_id") or "")
             key = (campaign, int(event.get("recipient_index", -1)))
             link_url = await self._link_url(campaign, event.get("link_index", -1), key[1])
-            body_of = payload(event, row.extra, kind, recipients.get(key), link_url)
+            click_id = str(event.get("click_id") or "")
+            signed = self.click_ids.issue(click_id) if self.click_ids is not None and click_id else None
+            body_of = payload(event, row.extra, kind, recipients.get(key), link_url, signed)
             revision = int(row.extra.get("_revision") or 0)
             if before is not None:
                 body_of["reclassified"] = True

@@ -968,7 +968,10 @@ mod tests {
         let event = parse_event(raw).expect("an event");
         assert!(matches!(event.event_id, Cow::Borrowed(_)));
         assert!(matches!(event.campaign_id, Some(Cow::Borrowed("c1"))));
-        assert!(matches!(&event.headers[..], [(Cow::Borrowed("accept"), Cow::Borrowed("text/html"))]));
+        assert!(matches!(
+            &event.headers[..],
+            [(Cow::Borrowed("accept"), Cow::Borrowed("text/html"))]
+        ));
         // An escape needs a copy, unescaped.
         assert!(matches!(event.user_agent.as_deref(), Some("a\"b")));
         assert!(matches!(event.user_agent, Some(Cow::Owned(_))));
