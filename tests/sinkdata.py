@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 
 from shortcore.events import EVENT_VERSION, EventIds
+from shortcore.sink import DEAD_KEY, STREAM_KEY
+from shortcore.store import AnyRedis, connect
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -128,3 +130,18 @@ def bulk(n: int, campaigns: int = 50, start: float | None = None) -> list[bytes]
             )
         )
     return out
+
+
+async def fresh_stream(url: str) -> AnyRedis:
+    """A client of the Valkey at ``url`` with the event stream and the dead letters emptied."""
+    redis = connect(url)
+    await redis.delete(STREAM_KEY, DEAD_KEY)
+    return redis
+
+
+async def write_events(redis: AnyRedis, events: list[bytes] | list[dict[str, Any]]) -> None:
+    """Events into the stream as the edge writes them (encoded dicts, or bytes as they are)."""
+    pipe = redis.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(STREAM_KEY, {"e": event if isinstance(event, bytes) else encode(event)})
+    await pipe.execute()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from shortcore.config import Settings
 from shortcore.control import create_control_app
 from shortcore.sink import (
     DEAD_KEY,
-    STREAM_KEY,
     EventInserter,
     EventSink,
     SinkSettings,
@@ -43,10 +42,9 @@ from shortcore.sink import (
     stream_backlog,
 )
 from shortcore.store import AnyRedis, EmbeddedStore
-from shortcore.store import connect as connect_redis
 
 from chhttp import Gateway, free_port
-from sinkdata import ANDROID, IPHONE, click, encode
+from sinkdata import ANDROID, IPHONE, click, encode, fresh_stream, write_events
 
 BROWSER = {"User-Agent": IPHONE, "Accept": "text/html", "Accept-Language": "de-DE"}
 
@@ -77,19 +75,6 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
 
 def _campaign_id() -> str:
     return "cmp_" + uuid.uuid4().hex[:16]
-
-
-async def _fresh(url: str) -> AnyRedis:
-    redis = connect_redis(url)
-    await redis.delete(STREAM_KEY, DEAD_KEY)
-    return redis
-
-
-async def _write(redis: AnyRedis, events: list[bytes] | list[dict[str, Any]]) -> None:
-    pipe = redis.pipeline(transaction=False)
-    for event in events:
-        pipe.xadd(STREAM_KEY, {"e": event if isinstance(event, bytes) else encode(event)})
-    await pipe.execute()
 
 
 async def _run_sink_until_drained(redis: AnyRedis, sink: EventSink, timeout: float = 30) -> None:
@@ -162,8 +147,8 @@ def test_the_sink_drains_the_stream_into_events(redis_url: str, analytics: Analy
     ]
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         sink = EventSink(redis, analytics, SinkSettings(batch_size=100, country_header="CF-IPCountry"))
         await _run_sink_until_drained(redis, sink)
         assert sink.status.inserted == 250 and sink.status.dead_lettered == 0 and sink.status.clickhouse_up
@@ -204,8 +189,8 @@ def test_malformed_events_are_dead_lettered(redis_url: str, analytics: Analytics
     bad = [{**click(campaign, 50), "browser": 12}, {**click(campaign, 51), "recipient_index": "seven"}]
 
     async def go() -> list[Any]:
-        redis = await _fresh(redis_url)
-        await _write(redis, [*good[:5], *bad, *good[5:]])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [*good[:5], *bad, *good[5:]])
         sink = EventSink(redis, analytics, SinkSettings(batch_size=100))
         await _run_sink_until_drained(redis, sink)
         assert (sink.status.inserted, sink.status.dead_lettered) == (10, 2)
@@ -267,35 +252,51 @@ def test_campaign_creation_writes_messages(redis_url: str, ch: Client, clickhous
     assert by_phone == 2
 
 
+async def _sink_through_outage(
+    redis_url: str,
+    store: AnalyticsStore,
+    settings: SinkSettings,
+    events: list[dict[str, Any]],
+    interrupt: Callable[[], object],
+    restore: Callable[[], object],
+) -> None:
+    """A sink stores the first 10 events; ``interrupt`` makes the server unusable; the rest is
+    kept in the stream while the sink fails and retries; after ``restore`` everything arrives."""
+    redis = await fresh_stream(redis_url)
+    sink = EventSink(redis, store, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    interrupted = False
+    try:
+        await write_events(redis, events[:10])
+        await _until(lambda: sink.status.inserted == 10)
+        interrupt()
+        interrupted = True
+        await write_events(redis, events[10:])
+        await _until(lambda: not sink.status.clickhouse_up and sink.status.insert_failures >= 2)
+        assert sink.status.inserted == 10 and (await stream_backlog(redis)).events == len(events) - 10
+        await asyncio.to_thread(restore)
+        interrupted = False
+        await _until(lambda: sink.status.inserted == len(events))
+        assert sink.status.clickhouse_up and (await stream_backlog(redis)).events == 0
+    finally:
+        if interrupted:  # the sink must be able to finish its batch and stop
+            restore()
+        stop.set()
+        await task
+        sink.close()
+        await redis.aclose()
+
+
 def test_the_sink_waits_out_an_outage_and_loses_nothing(redis_url: str, gateway: Gateway) -> None:
     """The server stopped (connection refused): the sink keeps the events and retries; started
     again at the same address with the same data, every event arrives once."""
     campaign = _campaign_id()
     store = AnalyticsStore.open(gateway.url)
-
-    async def go() -> None:
-        redis = await _fresh(redis_url)
-        sink = EventSink(redis, store, SinkSettings(batch_size=20, retry_min=0.05, retry_max=0.3))
-        stop = asyncio.Event()
-        task = asyncio.create_task(sink.run(stop))
-        try:
-            await _write(redis, [click(campaign, i) for i in range(10)])
-            await _until(lambda: sink.status.inserted == 10)
-            gateway.stop()
-            await _write(redis, [click(campaign, i) for i in range(10, 60)])
-            await _until(lambda: not sink.status.clickhouse_up and sink.status.insert_failures >= 2)
-            assert (await stream_backlog(redis)).events == 50 and sink.status.inserted == 10
-            await asyncio.to_thread(gateway.start)
-            await _until(lambda: sink.status.inserted == 60)
-            assert sink.status.clickhouse_up and (await stream_backlog(redis)).events == 0
-        finally:
-            stop.set()
-            await task
-            sink.close()
-            await redis.aclose()
-
+    settings = SinkSettings(batch_size=20, retry_min=0.05, retry_max=0.3)
+    events = [click(campaign, i) for i in range(60)]
     try:
-        asyncio.run(go())
+        asyncio.run(_sink_through_outage(redis_url, store, settings, events, gateway.stop, gateway.start))
         assert _count(store.client, campaign) == (60, 60)
     finally:
         store.close()
@@ -311,31 +312,10 @@ def test_a_hung_server_times_out_and_the_retried_batch_counts_once(redis_url: st
     store.client.command(f"SYSTEM STOP MERGES {DATABASE}.events")  # raw rows are what is counted
     # A known campaign: its links are read once, so what hangs later is the insert itself.
     _add_campaign(store.client, campaign)
-
-    async def go() -> None:
-        redis = await _fresh(redis_url)
-        sink = EventSink(redis, store, SinkSettings(batch_size=100, retry_min=0.2, retry_max=0.5))
-        stop = asyncio.Event()
-        task = asyncio.create_task(sink.run(stop))
-        try:
-            await _write(redis, [click(campaign, i) for i in range(10)])
-            await _until(lambda: sink.status.inserted == 10)
-            gateway.pause()
-            await _write(redis, [click(campaign, i) for i in range(10, 50)])
-            await _until(lambda: not sink.status.clickhouse_up and sink.status.insert_failures >= 2)
-            assert sink.status.inserted == 10 and (await stream_backlog(redis)).events == 40
-            gateway.resume()
-            await _until(lambda: sink.status.inserted == 50)
-            assert sink.status.clickhouse_up and (await stream_backlog(redis)).events == 0
-        finally:
-            gateway.resume()
-            stop.set()
-            await task
-            sink.close()
-            await redis.aclose()
-
+    settings = SinkSettings(batch_size=100, retry_min=0.2, retry_max=0.5)
+    events = [click(campaign, i) for i in range(50)]
     try:
-        asyncio.run(go())
+        asyncio.run(_sink_through_outage(redis_url, store, settings, events, gateway.pause, gateway.resume))
         raw = store.client.command(
             f"SELECT count() FROM {DATABASE}.events WHERE campaign_id = %(c)s", parameters={"c": campaign}
         )

@@ -40,7 +40,7 @@ from shortcore.store import AnyRedis, EmbeddedStore, connect
 from shortcore.variants import VariantAssigner, new_seed
 
 from chhttp import Gateway
-from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode
+from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode, fresh_stream, write_events
 
 
 @pytest.fixture
@@ -49,19 +49,6 @@ def analytics(chdb_client: Client) -> Iterator[AnalyticsStore]:
     store = AnalyticsStore(chdb_client)
     yield store
     store._executor.shutdown(wait=True)  # the session owns the client
-
-
-async def _fresh(url: str) -> AnyRedis:
-    redis = connect(url)
-    await redis.delete(STREAM_KEY, DEAD_KEY)
-    return redis
-
-
-async def _write(redis: AnyRedis, events: list[bytes] | list[dict[str, Any]]) -> None:
-    pipe = redis.pipeline(transaction=False)
-    for event in events:
-        pipe.xadd(STREAM_KEY, {"e": event if isinstance(event, bytes) else encode(event)})
-    await pipe.execute()
 
 
 async def _drain(
@@ -131,8 +118,8 @@ def test_events_arrive_once_enriched(redis_url: str, analytics: AnalyticsStore, 
     ]
 
     async def go() -> SinkStatus:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         status = await _drain(redis, analytics, SinkSettings(batch_size=300, country_header="CF-IPCountry"))
         assert await redis.xlen(STREAM_KEY) == 0  # acknowledged entries are trimmed
         await redis.aclose()
@@ -162,8 +149,8 @@ def test_a_batch_is_acknowledged_by_the_groups_position(
     events = [click(campaign, i) for i in range(50)]
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         last = (await redis.xrevrange(STREAM_KEY, count=1))[0][0]
         await _drain(redis, analytics, SinkSettings(batch_size=20, batch_wait=0.01))
         (group,) = await redis.xinfo_groups(STREAM_KEY)
@@ -195,8 +182,8 @@ def test_escaped_and_unicode_fields_are_stored_as_written(
     event = click(campaign, 0, ua=ua, headers={"accept-language": 'fr-CH, fr;q=0.9 "x"', "x-é": "ü"})
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, [event, {**click(campaign, 1), "value": None, "page": None}])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [event, {**click(campaign, 1), "value": None, "page": None}])
         await _drain(redis, analytics, SinkSettings())
         await redis.aclose()
 
@@ -218,8 +205,8 @@ def test_inserted_rows_are_handed_on_with_what_the_sink_added(
         seen.extend((row.event["event_id"], row.extra) for row in rows)
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, [*sweep, {**click(campaign, 9), "time": "late"}])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [*sweep, {**click(campaign, 9), "time": "late"}])
         sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.01), after_insert=handed)
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
@@ -276,8 +263,8 @@ def test_malformed_entries_go_to_the_dead_letter_stream(
     ]
 
     async def go() -> list[Any]:
-        redis = await _fresh(redis_url)
-        await _write(redis, [*good[:10], truncated, *bad_types, *good[10:]])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [*good[:10], truncated, *bad_types, *good[10:]])
         await redis.xadd(STREAM_KEY, {"x": b"no event field"})
         status = await _drain(redis, analytics, SinkSettings(batch_size=1000))
         assert status.dead_lettered == 7 and status.inserted == 20
@@ -310,8 +297,8 @@ def test_sequence_rules(redis_url: str, analytics: AnalyticsStore, chdb_client: 
     events = sorted([*burst, *slow, *sweep, *previews], key=lambda e: int(e["time"]))
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         # Batches of 2: a burst spans batches, so events already inserted are re-emitted.
         await _drain(redis, analytics, SinkSettings(batch_size=2, batch_wait=0.01))
         await redis.aclose()
@@ -361,8 +348,8 @@ def test_sibling_rule_counts_the_links_of_the_recipients_own_variant(
     events = sorted([*b_burst, *b_slow, *a_partial, *a_burst, *c_twice], key=lambda e: int(e["time"]))
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         await _drain(redis, analytics, SinkSettings(batch_size=3, batch_wait=0.01))
         await redis.aclose()
 
@@ -390,8 +377,8 @@ def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client:
     ]
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, events)
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, events)
         await _drain(redis, analytics, SinkSettings(truncate_ip=True, store_user_agent=False))
         await redis.aclose()
 
@@ -411,11 +398,11 @@ def test_conversions_follow_their_click(redis_url: str, analytics: AnalyticsStor
     attribution = Attribution(secret)
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
-        await _write(redis, [first])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [first])
         await _drain(redis, analytics, SinkSettings(), attribution=attribution)
         # One click already in ClickHouse, one in the same batch as its conversion.
-        await _write(
+        await write_events(
             redis,
             [
                 later,
@@ -451,8 +438,8 @@ def test_clickhouse_outage_keeps_events_and_shows_the_backlog(
 
     async def go() -> None:
         nonlocal down
-        redis = await _fresh(redis_url)
-        await _write(redis, [click(campaign, i, at=time.time() - 3) for i in range(50)])
+        redis = await fresh_stream(redis_url)
+        await write_events(redis, [click(campaign, i, at=time.time() - 3) for i in range(50)])
         sink = EventSink(redis, analytics, SinkSettings(retry_min=0.05, retry_max=0.2))
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
@@ -485,7 +472,7 @@ def test_the_sink_outlives_a_redis_restart(tmp_path: Path, analytics: AnalyticsS
 
     async def go() -> None:
         redis = connect(url)
-        await _write(redis, before)
+        await write_events(redis, before)
         sink = EventSink(redis, analytics, SinkSettings(batch_wait=0.01, lease_ttl=0.6))
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
@@ -498,7 +485,7 @@ def test_the_sink_outlives_a_redis_restart(tmp_path: Path, analytics: AnalyticsS
             await asyncio.sleep(1.0)
             assert not task.done()
             store.start()
-            await _write(redis, after)
+            await write_events(redis, after)
             deadline = time.monotonic() + 30
             while sink.status.inserted < len(before) + len(after):
                 assert time.monotonic() < deadline and not task.done(), "the sink did not come back"
@@ -523,9 +510,9 @@ def test_pending_events_of_a_dead_consumer_are_taken_over(
     campaign = _campaign_id()
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
+        redis = await fresh_stream(redis_url)
         await redis.xgroup_create(STREAM_KEY, GROUP, id="0", mkstream=True)
-        await _write(redis, [click(campaign, i) for i in range(30)])
+        await write_events(redis, [click(campaign, i) for i in range(30)])
         # A consumer reads a batch, then dies before inserting it.
         await redis.xreadgroup(GROUP, "dead-consumer", {STREAM_KEY: ">"}, count=30)
         assert (await redis.xpending(STREAM_KEY, GROUP))["pending"] == 30
@@ -550,9 +537,9 @@ def test_one_sink_works_while_another_stands_by(redis_url: str, analytics: Analy
             await asyncio.sleep(0.02)
 
     async def go() -> None:
-        redis = await _fresh(redis_url)
+        redis = await fresh_stream(redis_url)
         await redis.delete(LEASE_KEY)
-        await _write(redis, first_events)
+        await write_events(redis, first_events)
         first, second = EventSink(redis, analytics, settings), EventSink(redis, analytics, settings)
         stop_first, stop_second = asyncio.Event(), asyncio.Event()
         first_task = asyncio.create_task(first.run(stop_first))
@@ -583,7 +570,7 @@ def test_one_sink_works_while_another_stands_by(redis_url: str, analytics: Analy
 
             await until(second_active, "the standby did not take over")
             assert await SinkLease(redis, "anyone").current() == second.consumer
-            await _write(redis, later_events)
+            await write_events(redis, later_events)
             await until(drained, "the second sink did not drain the stream")
             assert second.status.inserted == len(later_events)
         finally:
@@ -695,7 +682,7 @@ def test_sigkill_in_the_middle_loses_and_doubles_nothing(
             # Everything is in the stream before the sink starts (its group reads from the start),
             # so it cannot drain the stream before the kill however fast it is.
             for start in range(0, FAULT_EVENTS, 10_000):
-                await _write(redis, events[start : start + 10_000])
+                await write_events(redis, events[start : start + 10_000])
             first = _sink_process(env, tmp_path / "sink.log")
             # Kill once part of the events is in: some inserted, some pending, some never read.
             deadline = time.monotonic() + 120
