@@ -210,7 +210,7 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
             for i, by_variant in slot_destinations.items()
             for destination in [destinations[i] if i < len(destinations) else ""]
         ],
-        **variant_figures(client, campaign_id, plan),
+        **variant_figures(client, campaign_id, plan, any_conversions=bool(conversions or view_through)),
         "timeline": [
             {
                 "hour": _iso(hour),
@@ -247,9 +247,12 @@ def _with_variant(events: str) -> str:
     """
 
 
-def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | None) -> dict[str, Any]:
+def variant_figures(
+    client: Client, campaign_id: str, plan: dict[str, Any] | None, any_conversions: bool = True
+) -> dict[str, Any]:
     """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
-    the comparison with the control) and ``ab_test`` (the verdict), empty for one text."""
+    the comparison with the control) and ``ab_test`` (the verdict), empty for one text. Without
+    ``any_conversions`` (the campaign has none) their join is skipped."""
     if not plan:
         return {"variants": [], "ab_test": None}
     params = {"c": campaign_id}
@@ -267,36 +270,40 @@ def variant_figures(client: Client, campaign_id: str, plan: dict[str, Any] | Non
     figures = "countIf(e.class = 'human'), uniqExactIf(e.recipient_index, e.class = 'human'), " + (
         "uniqExactIf(e.recipient_index, e.class = 'preview'), countIf(e.class = 'bot')"
     )
-    totals = {
-        row[0]: row[1:]
-        for row in client.query(
-            f"SELECT m.variant, {figures} {clicks} GROUP BY m.variant", parameters=params
-        ).result_rows
-    }
-    per_link = {
-        (row[0], int(row[1])): row[2:]
-        for row in client.query(
-            f"SELECT m.variant, e.link_index, {figures} {clicks} GROUP BY m.variant, e.link_index", parameters=params
-        ).result_rows
-    }
-    converted: dict[tuple[str, bool], tuple[int, float]] = {
-        (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
-        for row in client.query(
-            f"""
+    # Per variant and per variant and link in one pass: each join reads the campaign's messages.
+    totals: dict[str, tuple[Any, ...]] = {}
+    per_link: dict[tuple[str, int], tuple[Any, ...]] = {}
+    for row in client.query(
+        f"SELECT m.variant, e.link_index, grouping(e.link_index), {figures} {clicks} "
+        "GROUP BY GROUPING SETS ((m.variant), (m.variant, e.link_index))",
+        parameters=params,
+    ).result_rows:
+        if row[2]:  # the variant's total: link_index is not in the set
+            totals[row[0]] = row[3:]
+        else:
+            per_link[(row[0], int(row[1]))] = row[3:]
+    converted: dict[tuple[str, bool], tuple[int, float]] = (
+        {}
+        if not any_conversions
+        else {
+            (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
+            for row in client.query(
+                f"""
             SELECT m.variant, e.view_through, count(), sum(e.value)
             {
-                _with_variant(
-                    "SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through, "
-                    f"any(value) AS value FROM {DATABASE}.events FINAL "
-                    "WHERE campaign_id = %(c)s AND type = 'conversion' "
-                    "GROUP BY if(order_id != '', order_id, toString(event_id))"
-                )
-            }
+                    _with_variant(
+                        "SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through, "
+                        f"any(value) AS value FROM {DATABASE}.events FINAL "
+                        "WHERE campaign_id = %(c)s AND type = 'conversion' "
+                        "GROUP BY if(order_id != '', order_id, toString(event_id))"
+                    )
+                }
             GROUP BY m.variant, e.view_through
             """,
-            parameters=params,
-        ).result_rows
-    }
+                parameters=params,
+            ).result_rows
+        }
+    )
     names = [v["name"] for v in plan["variants"]]
     sent = [int(messages.get(name, 0)) for name in names]
     clickers = [int(totals[name][1]) if name in totals else 0 for name in names]
