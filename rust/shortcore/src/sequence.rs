@@ -26,6 +26,12 @@ pub const SIBLING_BURST: &str = "bot:sibling-burst";
 /// The reason given to the events of a sweep.
 pub const SWEEP: &str = "bot:sweep";
 
+/// How often (in the events' time) the rules forget what no window can use. Every 10 s, they
+/// held up to three times the 5 s they need: draining 2M events written at 100,000 a second, the
+/// sink grew by 2.1 GB, and by 1.2 GB pruning every second, no slower. A pass over the tables
+/// costs little beside the rows it frees.
+const PRUNE_EVERY_MS: i64 = 1_000;
+
 const MARK_SIBLING: u8 = 1;
 const MARK_SWEEP: u8 = 2;
 
@@ -188,7 +194,7 @@ impl SequenceRules {
                 }
             }
         }
-        if self.newest - self.pruned > 10_000 {
+        if self.newest - self.pruned > PRUNE_EVERY_MS {
             self.prune();
         }
         marking.again
@@ -240,6 +246,20 @@ mod tests {
         assert_eq!(rows.revisions(), &[1, 1, 1]);
         assert_eq!(rows.batch_len(), 1);
         assert_eq!(rows.rows()[1].reclassified(), Some(super::SIBLING_BURST));
+    }
+
+    #[test]
+    fn a_click_is_forgotten_soon_after_no_window_can_use_it() {
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let t0 = 1_700_000_000_000;
+        let first = decoder.decode(vec![click(1, 1, 0, t0, "192.0.2.1")]);
+        drop(decoder.encode(&first, &HashMap::new(), HashMap::new()));
+        let held = || std::sync::Arc::strong_count(&first.rows()[0]) - 1; // besides the batch
+        assert_eq!(held(), 1, "the sweep rule remembers it");
+        // Past the sweep window (5 s) and one prune period (1 s): gone, though no 10 s passed.
+        let later = decoder.decode(vec![click(2, 2, 0, t0 + 6_100, "192.0.2.2")]);
+        drop(decoder.encode(&later, &HashMap::new(), HashMap::new()));
+        assert_eq!(held(), 0);
     }
 
     #[test]
