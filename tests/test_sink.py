@@ -366,6 +366,13 @@ def test_sibling_rule_counts_the_links_of_the_recipients_own_variant(
         "a_burst": ["bot:sibling-burst"] * 3,
         "c": ["human"] * 3,  # a one-link message: its link opened again is no burst
     }
+    # Each row carries its recipient's variant, the rows a burst emitted again (revision 1) too.
+    names = {r: ("A", "B", "C")[v] for r, v in enumerate(split)}
+    assert {(row["variant"], row["revision"]) for row in rows.values() if row["reason"] == "bot:sibling-burst"} == {
+        ("A", 1),
+        ("B", 1),
+    }
+    assert all(row["variant"] == names[row["recipient_index"]] for row in rows.values())
 
 
 def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
