@@ -20,8 +20,9 @@ checks each entry (a truncated or ill-typed one goes to the dead-letter stream
 applies the sequence rules and the privacy options, and writes one ``Native`` block for one
 ``INSERT``. Python adds what needs ClickHouse or Python: campaigns' numbers of links and A/B
 variants (each event of a variant campaign's recipient carries the variant's name, so figures per
-variant need no join with ``messages``), conversion attribution, MaxMind countries. Should ClickHouse still refuse a block, it is split in halves
-until the refused rows are found; they are dead-lettered and the rest goes in.
+variant need no join with ``messages``), conversion attribution, MaxMind countries. Should
+ClickHouse still refuse a block, it is split in halves until the refused rows are found; they are
+dead-lettered and the rest goes in.
 
 One sink works at a time, the holder of a lease in Redis (:mod:`shortcore.sinklease`); others
 stand by and take over when it stops or dies. New entries are read as raw bytes and split in

@@ -290,9 +290,9 @@ def variant_clicks(client: Client, campaign_id: str, *, from_events: bool) -> Va
         parameters={"c": campaign_id},
     ).result_rows:
         if row[2]:  # the variant's total: link_index is not in the set
-            totals[row[0]] = row[3:]
+            totals[row[0]] = tuple(row[3:])
         else:
-            per_link[(row[0], int(row[1]))] = row[3:]
+            per_link[(row[0], int(row[1]))] = tuple(row[3:])
     if from_events and "" in totals:
         return None
     return totals, per_link

@@ -99,7 +99,7 @@ impl PyVariantLinks {
 
     /// The name of recipient `recipient`'s variant (None for a negative index).
     fn variant(&self, recipient: i64) -> Option<&str> {
-        self.inner.variant(recipient).map(|name| &**name)
+        self.inner.variant(recipient).map(|(_, name)| &**name)
     }
 }
 

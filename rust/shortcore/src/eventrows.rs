@@ -456,7 +456,7 @@ pub struct Row {
     pub(crate) mark: AtomicU8,
     /// The recipient's A/B variant, decided when the row is first encoded: a row emitted again
     /// by a sequence rule keeps it, whatever campaigns the later batch knows.
-    variant: OnceLock<Arc<str>>,
+    variant: OnceLock<(usize, Arc<str>)>,
 }
 
 impl Row {
@@ -490,7 +490,12 @@ impl Row {
 
     /// The name of the recipient's A/B variant, once encoded ("" for none).
     pub fn variant(&self) -> &str {
-        self.variant.get().map_or("", |name| name)
+        self.variant.get().map_or("", |(_, name)| name)
+    }
+
+    /// The index of the recipient's A/B variant, once encoded.
+    pub(crate) fn variant_index(&self) -> Option<usize> {
+        self.variant.get().map(|(index, _)| *index)
     }
 
     /// The sequence rule that reclassified this event, if one did.
@@ -881,8 +886,8 @@ impl EventDecoder {
         links: &HashMap<String, CampaignLinks>,
         countries: HashMap<String, String>,
     ) -> EncodedRows {
-        let again = self.rules.apply(&batch.rows, links);
         assign_variants(&batch.rows, links);
+        let again = self.rules.apply(&batch.rows, links);
         let mut rows = Vec::with_capacity(batch.rows.len() + again.len());
         rows.extend(batch.rows.iter().cloned());
         rows.extend(again);
@@ -922,9 +927,9 @@ fn assign_variants(rows: &[Arc<Row>], links: &HashMap<String, CampaignLinks>) {
                 found
             }
         };
-        if let Some(name) = found.and_then(|l| l.variant(recipient)) {
+        if let Some((index, name)) = found.and_then(|l| l.variant(recipient)) {
             // Never refused: only this thread sets it, and only when unset.
-            let _ = row.variant.set(Arc::clone(name));
+            let _ = row.variant.set((index, Arc::clone(name)));
         }
     }
 }

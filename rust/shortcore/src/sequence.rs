@@ -59,14 +59,24 @@ impl CampaignLinks {
         }
     }
 
-    /// The name of recipient `recipient`'s variant: `None` for a campaign of one text or a
-    /// negative index (no recipient).
-    pub fn variant(&self, recipient: i64) -> Option<&Arc<str>> {
+    /// The index and name of recipient `recipient`'s variant: `None` for a campaign of one text
+    /// or a negative index (no recipient).
+    pub fn variant(&self, recipient: i64) -> Option<(usize, &Arc<str>)> {
         match self {
             Self::Count(_) => None,
-            Self::Variants { assigner, names, .. } => u64::try_from(recipient)
-                .ok()
-                .and_then(|r| names.get(assigner.variant_of(r))),
+            Self::Variants { assigner, names, .. } => {
+                let index = assigner.variant_of(u64::try_from(recipient).ok()?);
+                names.get(index).map(|name| (index, name))
+            }
+        }
+    }
+
+    /// The number of links of the messages of variant `variant` (an index); for a campaign of
+    /// one text, of every message.
+    pub fn of_variant(&self, variant: usize) -> i64 {
+        match self {
+            Self::Count(n) => *n,
+            Self::Variants { links, .. } => links.get(variant).copied().unwrap_or(0),
         }
     }
 
@@ -168,7 +178,11 @@ impl SequenceRules {
             let recipient = event.recipient_index.unwrap_or(-1);
             // With variants, the recipient's own message's links: a variant with fewer links
             // than another is judged by its own count.
-            let wanted = links.get(campaign).map_or(0, |l| l.of(recipient));
+            let wanted = links.get(campaign).map_or(0, |l| match row.variant_index() {
+                // Known since the variants were assigned: no second hash of the recipient.
+                Some(variant) => l.of_variant(variant),
+                None => l.of(recipient),
+            });
             if wanted >= 2 && recipient >= 0 {
                 let key = self.keys.hash_one((campaign, recipient));
                 let hits = recent(&mut self.messages, key, now - self.sibling_ms);
@@ -323,7 +337,8 @@ mod tests {
             [Some(super::SIBLING_BURST), Some(super::SIBLING_BURST), None, None]
         );
         assert_eq!(links["c1"].of(-1), 0);
-        assert_eq!(links["c1"].variant(two).map(|n| &**n), Some("B"));
+        assert_eq!(links["c1"].variant(two).map(|(v, n)| (v, &**n)), Some((1, "B")));
+        assert_eq!(links["c1"].of_variant(2), 1);
         assert_eq!(links["c1"].variant(-1), None);
         assert_eq!(CampaignLinks::Count(3).variant(two), None);
     }
