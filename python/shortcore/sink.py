@@ -380,7 +380,7 @@ class EventInserter:
         for campaign, links, variants in found:
             # A variant campaign's own links and name per variant (its `links` is the most any has).
             self._links[campaign] = sibling_links(int(links), variants)
-        # A campaign not (yet) in the table: no sibling rule until it is.
+        # A campaign not (yet) in the table: no sibling rule and no variants until it is.
         for campaign in campaigns:
             if campaign not in self._links:
                 self._links[campaign] = 0 if len(found) == len(campaigns) else -1
