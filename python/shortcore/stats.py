@@ -79,9 +79,9 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
     name, recipients, _, destinations, sent_at, variants_json = found[0]
     plan = orjson.loads(variants_json) if variants_json else None
     slot_destinations = _slot_destinations(plan) if plan else {i: {} for i in range(len(destinations))}
-    messages = client.query(
-        f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
-    ).result_rows[0][0]
+    # Per variant ('' for one text) in the one pass over the messages the total needs anyway.
+    sent = _sent_per_variant(client, campaign_id)
+    messages = sum(sent.values())
 
     events = f"{DATABASE}.events FINAL WHERE campaign_id = %(c)s"
     totals = client.query(
@@ -210,7 +210,9 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
             for i, by_variant in slot_destinations.items()
             for destination in [destinations[i] if i < len(destinations) else ""]
         ],
-        **variant_figures(client, campaign_id, plan, any_conversions=bool(conversions or view_through)),
+        **variant_figures(
+            client, campaign_id, plan, any_conversions=bool(conversions or view_through), sent_per_variant=sent
+        ),
         "timeline": [
             {
                 "hour": _iso(hour),
@@ -325,24 +327,33 @@ def _variant_conversions(
     }
 
 
-def variant_figures(
-    client: Client, campaign_id: str, plan: dict[str, Any] | None, any_conversions: bool = True
-) -> dict[str, Any]:
-    """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
-    the comparison with the control) and ``ab_test`` (the verdict), empty for one text. Without
-    ``any_conversions`` (the campaign has none) their query is skipped.
-
-    Messages per variant are what was sent (``messages``); the events' figures per variant come
-    from the events alone when each carries its variant (:func:`variant_clicks`)."""
-    if not plan:
-        return {"variants": [], "ab_test": None}
-    messages: dict[str, int] = {
+def _sent_per_variant(client: Client, campaign_id: str) -> dict[str, int]:
+    return {
         str(name): int(n)
         for name, n in client.query(
             f"SELECT variant, count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s GROUP BY variant",
             parameters={"c": campaign_id},
         ).result_rows
     }
+
+
+def variant_figures(
+    client: Client,
+    campaign_id: str,
+    plan: dict[str, Any] | None,
+    any_conversions: bool = True,
+    sent_per_variant: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
+    the comparison with the control) and ``ab_test`` (the verdict), empty for one text. Without
+    ``any_conversions`` (the campaign has none) their query is skipped; ``sent_per_variant``:
+    the messages per variant, when the caller has counted them.
+
+    Messages per variant are what was sent (``messages``); the events' figures per variant come
+    from the events alone when each carries its variant (:func:`variant_clicks`)."""
+    if not plan:
+        return {"variants": [], "ab_test": None}
+    messages = _sent_per_variant(client, campaign_id) if sent_per_variant is None else sent_per_variant
     clicks = variant_clicks(client, campaign_id, from_events=True)
     from_events = clicks is not None
     totals, per_link = clicks or variant_clicks(client, campaign_id, from_events=False)
