@@ -79,9 +79,15 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
     name, recipients, _, destinations, sent_at, variants_json = found[0]
     plan = orjson.loads(variants_json) if variants_json else None
     slot_destinations = _slot_destinations(plan) if plan else {i: {} for i in range(len(destinations))}
-    # Per variant ('' for one text) in the one pass over the messages the total needs anyway.
-    sent = _sent_per_variant(client, campaign_id)
-    messages = sum(sent.values())
+    # With variants, counted per variant in the one pass over the messages the total needs anyway.
+    sent = _sent_per_variant(client, campaign_id) if plan else None
+    messages = (
+        sum(sent.values())
+        if sent is not None
+        else client.query(
+            f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
+        ).result_rows[0][0]
+    )
 
     events = f"{DATABASE}.events FINAL WHERE campaign_id = %(c)s"
     totals = client.query(
