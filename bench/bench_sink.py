@@ -11,6 +11,9 @@
 * ``sink.one_core_events_per_s`` — the same drain with the whole process (chDB's threads included)
   confined to CPU 0 by ``taskset`` and Valkey on CPU 1, with its own column-insert baseline under
   the same confinement (``sink.one_core_baseline_column_insert_per_s``, ``…_ratio_vs_column_insert``);
+* ``sink.one_core_variant_campaigns_events_per_s`` — the same one-core drain with the events'
+  campaigns registered as A/B campaigns, so the sink gives every event its recipient's variant
+  (one keyed hash each); ``…_vs_one_text`` is its ratio to ``sink.one_core_events_per_s``;
 * ``sink.click_to_stats_median_s`` / ``p90`` — while a writer keeps ``LOAD`` events a second
   coming, the time from writing a click to seeing it in ``events FINAL``.
 
@@ -42,6 +45,10 @@ def run(quick: bool) -> dict[str, float]:
     # the issue's "on one core", whatever chDB's merge threads would otherwise take from the other.
     if shutil.which("taskset") is not None:
         figures.update(_run_child([str(n), "--one-core"], prefix=["taskset", "-c", "0"]))
+        figures.update(_run_child([str(n), "--one-core", "--variants"], prefix=["taskset", "-c", "0"]))
+        figures["sink.one_core_variant_campaigns_vs_one_text"] = (
+            figures["sink.one_core_variant_campaigns_events_per_s"] / figures["sink.one_core_events_per_s"]
+        )
     return figures
 
 
@@ -54,7 +61,7 @@ def _run_child(args: list[str], prefix: list[str] | None = None) -> dict[str, fl
     return figures
 
 
-def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, float]:
+def _child(n: int, latency_seconds: float, one_core: bool = False, variants: bool = False) -> dict[str, float]:
     sys.path.insert(0, str(HERE.parent / "tests"))
     import orjson
 
@@ -73,6 +80,8 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
             os.sched_setaffinity(store._process.pid, {1})
         analytics = AnalyticsStore.open(f"chdb://{tmp}/clickhouse")
         events = bulk(n)
+        if variants:
+            _variant_campaigns(analytics.client, [f"cmp_{i:016x}" for i in range(50)])  # bulk()'s campaigns
         try:
 
             async def drain() -> None:
@@ -142,6 +151,9 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
                 figures["sink.latency_load_events_per_s"] = float(LOAD)
 
             asyncio.run(drain())
+            if variants:  # every event got its recipient's variant
+                named = analytics.client.query(f"SELECT countIf(variant != '') FROM {DATABASE}.events").result_rows
+                assert named[0][0] == n, named
 
             # Baseline: the same events as columns, one clickhouse-connect insert per sink batch.
             parsed = [orjson.loads(e) for e in events]
@@ -185,6 +197,11 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
         finally:
             analytics.close()
             store.stop()
+    if variants:
+        return {
+            "sink.one_core_variant_campaigns_events_per_s": figures["sink.events_per_s"],
+            "sink.one_core_variant_campaigns_ratio_vs_column_insert": figures["sink.ratio_vs_column_insert"],
+        }
     if one_core:
         return {
             "sink.one_core_events_per_s": figures["sink.events_per_s"],
@@ -194,10 +211,37 @@ def _child(n: int, latency_seconds: float, one_core: bool = False) -> dict[str, 
     return figures
 
 
+def _variant_campaigns(client: Any, campaigns: list[str]) -> None:
+    """``campaigns`` as A/B campaigns of two variants of one link each, as campaign creation
+    stores them."""
+    import datetime as dt
+
+    import orjson
+
+    from shortcore.analytics import DATABASE
+    from shortcore.variants import new_seed
+
+    columns = ["id", "account", "name", "text", "domain", "seq_start", "recipients", "links", "destinations",
+               "utm", "click_param", "sent_at", "expires_at", "created_at", "version", "variants"]  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for campaign in campaigns:
+        plan = {
+            "seed": new_seed(),
+            "variants": [
+                {"name": name, "weight": 1, "text": "t", "destinations": [f"https://{name}.example"]}
+                for name in ("A", "B")
+            ],
+        }
+        rows.append([campaign, "acc_test", campaign, "t", "ul.example", 0, 10_000_000, 1, ["https://A.example"], {},
+                     False, None, None, now, 1, orjson.dumps(plan).decode()])  # fmt: skip
+    client.insert(f"{DATABASE}.campaigns", rows, column_names=columns)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":
         if sys.argv[3:4] == ["--one-core"]:
-            print(json.dumps(_child(int(sys.argv[2]), 0.0, one_core=True)))
+            print(json.dumps(_child(int(sys.argv[2]), 0.0, one_core=True, variants="--variants" in sys.argv)))
         else:
             seconds = float(sys.argv[4]) if len(sys.argv) >= 5 else 4.0
             print(json.dumps(_child(int(sys.argv[2]), seconds)))

@@ -284,7 +284,7 @@ def _stats_seconds(messages: int) -> tuple[float, float]:
     import orjson
 
     from shortcore.analytics import DATABASE, connect, migrate
-    from shortcore.stats import campaign_stats
+    from shortcore.stats import campaign_stats, variant_clicks
 
     with tempfile.TemporaryDirectory(prefix="sc-bench-stats-") as tmp:
         client = connect(f"chdb://{tmp}/clickhouse")
@@ -308,12 +308,17 @@ def _stats_seconds(messages: int) -> tuple[float, float]:
                 f"variant) SELECT '{campaign}', 'acc', number, toString(number), 't', now64(3), {variant} "
                 f"FROM numbers({messages})"
             )
+            # Each event with its recipient's variant, as the sink writes it: the messages' own
+            # expression of the recipient index.
+            recipient = f"(number * 7919) % {messages}"
             client.command(
                 f"INSERT INTO {DATABASE}.events (event_id, time, type, outcome, account, campaign_id, "
-                "recipient_index, link_index, class, reason) SELECT generateUUIDv4(), now64(3) - number, 'click', "
-                f"'ok', 'acc', '{campaign}', (number * 7919) % {messages}, 0, "
-                "if(number % 5 = 0, 'bot', 'human'), 'x' FROM numbers(50000)"
+                "recipient_index, link_index, class, reason, variant) SELECT generateUUIDv4(), now64(3) - number, "
+                f"'click', 'ok', 'acc', '{campaign}', {recipient}, 0, if(number % 5 = 0, 'bot', 'human'), 'x', "
+                f"{variant.replace('number', recipient)} FROM numbers(50000)"
             )
+        # The A/B stats read the events' own variant, not the join with the messages.
+        assert variant_clicks(client, "cmp_ab", from_events=True) is not None
         best = {}
         for campaign in ("cmp_plain", "cmp_ab"):
             campaign_stats(client, campaign)

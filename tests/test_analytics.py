@@ -40,6 +40,28 @@ def test_a_new_migration_is_applied_in_order(chdb_client: Client) -> None:
         chdb_client.command(f"ALTER TABLE {DATABASE}.schema_migrations DELETE WHERE version = 10001")
 
 
+def test_migration_4_gives_events_a_variant_and_runs_again_harmlessly(chdb_client: Client) -> None:
+    migrate(chdb_client)
+    (fourth,) = [m for m in MIGRATIONS if m.version == 4]
+    campaign = f"variant-{uuid.uuid4()}"
+    columns = ["event_id", "time", "type", "campaign_id", "recipient_index", "class"]
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    chdb_client.insert(
+        f"{DATABASE}.events", [[uuid.uuid4(), start, "click", campaign, 3, "human"]], column_names=columns
+    )
+    # Recorded after its statements: a crash in between runs them again, which must change nothing.
+    for statement in fourth.statements:
+        chdb_client.command(statement)
+    found = chdb_client.query(
+        "SELECT type, default_expression FROM system.columns "
+        f"WHERE database = '{DATABASE}' AND table = 'events' AND name = 'variant'"
+    ).result_rows
+    assert found == [("LowCardinality(String)", "''")]
+    # Events written without it (by a sink of before) read as having none.
+    query = f"SELECT recipient_index, variant FROM {DATABASE}.events FINAL WHERE campaign_id = %(c)s"
+    assert chdb_client.query(query, parameters={"c": campaign}).result_rows == [(3, "")]
+
+
 def test_replayed_events_count_once(chdb_client: Client) -> None:
     migrate(chdb_client)
     campaign = f"replay-{uuid.uuid4()}"

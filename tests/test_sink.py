@@ -366,6 +366,13 @@ def test_sibling_rule_counts_the_links_of_the_recipients_own_variant(
         "a_burst": ["bot:sibling-burst"] * 3,
         "c": ["human"] * 3,  # a one-link message: its link opened again is no burst
     }
+    # Each row carries its recipient's variant, the rows a burst emitted again (revision 1) too.
+    names = {r: ("A", "B", "C")[v] for r, v in enumerate(split)}
+    assert {(row["variant"], row["revision"]) for row in rows.values() if row["reason"] == "bot:sibling-burst"} == {
+        ("A", 1),
+        ("B", 1),
+    }
+    assert all(row["variant"] == names[row["recipient_index"]] for row in rows.values())
 
 
 def test_privacy_options(redis_url: str, analytics: AnalyticsStore, chdb_client: Client) -> None:
@@ -420,6 +427,53 @@ def test_conversions_follow_their_click(redis_url: str, analytics: AnalyticsStor
         (4, 0, 5.0),
     ]
     assert all(r["account"] == account for r in converted)
+
+
+def test_events_of_every_kind_carry_the_recipients_variant(
+    redis_url: str, analytics: AnalyticsStore, chdb_client: Client
+) -> None:
+    # The second sink (its campaign cache empty) sees no human click at all: the variants are
+    # loaded for the campaigns of previews, bots and attributed conversions too.
+    # A fixed seed: its split of recipients 7 to 25 has both variants, whatever the run.
+    campaign, seed, account = _campaign_id(), "00112233445566778899aabbccddeeff", "acc_" + uuid.uuid4().hex[:16]
+    described = {
+        "seed": seed,
+        "variants": [
+            {"name": name, "weight": weight, "text": "t", "destinations": ["https://x.example"]}
+            for name, weight in (("ctrl", 1.0), ("alt-2", 3.0))
+        ],
+    }
+    _add_campaign(chdb_client, campaign, links=1, variants=orjson.dumps(described).decode())
+    names = {r: ("ctrl", "alt-2")[v] for r, v in enumerate(VariantAssigner(seed, [1, 3]).variants_of(0, 40))}
+    secret = b"variant test"
+    first = click(campaign, 7, 0, account=account)
+    t = time.time()
+    others = [
+        *(click(campaign, r, 0, label="preview", at=t + r, ip=f"192.0.2.{r}") for r in range(10, 20)),
+        *(click(campaign, r, 0, label="bot", at=t + r, ip=f"198.51.100.{r}") for r in range(20, 26)),
+        click(campaign, -1, 0, label="bot", at=t + 30),
+        conversion(
+            ClickIds(secret).issue(first["event_id"]), 9.5, "v-1", at=t + 40, tag=conversion_tag(secret, account)
+        ),
+    ]
+    attribution = Attribution(secret)
+
+    async def go() -> None:
+        redis = await fresh_stream(redis_url)
+        for batch in ([first], others):
+            await write_events(redis, batch)
+            await _drain(redis, analytics, SinkSettings(), attribution=attribution)
+        await redis.aclose()
+
+    asyncio.run(go())
+    rows = _rows(chdb_client, campaign)
+    assert len(rows) == 1 + len(others)
+    assert {(r["type"], r["class"]) for r in rows} == {("click", "human"), ("click", "preview"), ("click", "bot"),
+                                                       ("conversion", "human")}  # fmt: skip
+    assert [r["variant"] for r in rows] == [names.get(r["recipient_index"], "") for r in rows]
+    assert {r["variant"] for r in rows} == {"ctrl", "alt-2", ""}
+    (converted,) = [r for r in rows if r["type"] == "conversion"]
+    assert (converted["recipient_index"], converted["variant"]) == (7, names[7])
 
 
 def test_clickhouse_outage_keeps_events_and_shows_the_backlog(

@@ -26,14 +26,18 @@ from starlette.testclient import TestClient
 from shortcore import InvalidArgumentError, accounts, reports
 from shortcore._core import EventDecoder, VariantLinks
 from shortcore.analytics import AnalyticsStore, migrate
+from shortcore.clickids import ClickIds
 from shortcore.config import Settings
 from shortcore.control import create_control_app
+from shortcore.conversions import conversion_tag
 from shortcore.routing import Campaign, VariantRoute
 from shortcore.significance import compare, normal_cdf, verdict
 from shortcore.sink import DEAD_KEY, STREAM_KEY, SinkSettings
 from shortcore.store import connect
 from shortcore.tokens import TokenCodec
 from shortcore.variants import VariantAssigner, VariantError, new_seed, parse_variants, sibling_links
+
+from sinkdata import click, conversion, write_events
 
 VARIANTS = [
     {"name": "A", "text": "Spring sale! https://shop.example/a", "weight": 1},
@@ -122,7 +126,8 @@ def test_sibling_links_per_variant_and_fallbacks() -> None:
     assert not isinstance(links, int)
     split = VariantAssigner(seed, [1, 1]).variants_of(0, 100)
     assert [links.of(r) for r in range(100)] == [(3, 1)[v] for v in split]
-    assert links.of(-1) == 0
+    assert [links.variant(r) for r in range(100)] == [("A", "B")[v] for v in split]
+    assert links.of(-1) == 0 and links.variant(-1) is None
     assert sibling_links(2, "") == 2
     assert sibling_links(2, "{not json") == 2
     assert sibling_links(2, orjson.dumps({"seed": "zz", "variants": []}).decode()) == 2
@@ -130,7 +135,9 @@ def test_sibling_links_per_variant_and_fallbacks() -> None:
     with pytest.raises(InvalidArgumentError, match="int or a VariantLinks"):
         decoder.encode(decoder.decode([]), {"cmp_x": "3"}, {})  # type: ignore[dict-item]
     with pytest.raises(InvalidArgumentError, match="1 link count"):
-        VariantLinks(VariantAssigner(seed, [1, 1]).core, [3])
+        VariantLinks(VariantAssigner(seed, [1, 1]).core, [3], ["A", "B"])
+    with pytest.raises(InvalidArgumentError, match="1 name"):
+        VariantLinks(VariantAssigner(seed, [1, 1]).core, [3, 1], ["A"])
 
 
 def test_assignment_depends_on_the_seed_not_on_the_list_order() -> None:
@@ -500,6 +507,131 @@ def test_cli_prints_the_variant_table(clicked: dict[str, Any]) -> None:
     text = stats_lines(clicked["stats"])
     assert re.search(r"^A\s+\(control\)\s+", text, re.MULTILINE) or re.search(r"^A \(control\)", text, re.M)
     assert "No significant difference" in text
+
+
+# -- events carry their variant ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(world: dict[str, Any], redis_url: str, chdb_client: Client) -> dict[str, Any]:
+    """A variant campaign of 200 recipients created through the API, with humans, previews and
+    bots on both variants' links, a request with no recipient, and attributed conversions, all
+    written to the stream as the edge writes them and stored by the control app's sink."""
+    created = _create(world, name="mixed", recipients=[f"+4915124{i:06d}" for i in range(200)]).json()
+    campaign, account = created["id"], world["account"]
+    rows = _messages(world, created)
+    a = [r for r, row in enumerate(rows) if row["variant"] == "A"]
+    b = [r for r, row in enumerate(rows) if row["variant"] == "B"]
+    t = time.time() - 600
+    plan = [(r, 0, "human") for r in a[:5]] + [(a[0], 0, "human")]
+    plan += [(r, n % 2, "human") for n, r in enumerate(b[:40])] + [(b[0], 1, "human")]
+    plan += [(r, 0, "preview") for r in a[3:13]] + [(r, 1, "preview") for r in b[30:38]]
+    plan += [(r, 0, "bot") for r in a[20:23]] + [(r, 1, "bot") for r in b[50:54]]
+    clicks = [
+        click(campaign, r, link, label=label, at=t + n, ip=f"192.0.2.{n % 250}", account=account)
+        for n, (r, link, label) in enumerate(plan)
+    ]
+    clicks.append(click(campaign, -1, 0, label="bot", at=t + len(plan), account=account))
+    tag, sign = conversion_tag(SECRET.encode(), account), ClickIds(SECRET.encode()).issue
+    orders = [
+        conversion(sign(clicks[0]["event_id"]), 20, "mx-1", at=t + 500, tag=tag),
+        conversion(sign(clicks[7]["event_id"]), 7.5, "mx-2", at=t + 501, tag=tag),
+        conversion(sign(clicks[8]["event_id"]), 2.5, "", at=t + 502, tag=tag),
+    ]
+    count = f"SELECT count() FROM shortcore.events FINAL WHERE campaign_id = '{campaign}'"
+
+    async def write(events: list[dict[str, Any]]) -> None:
+        redis = connect(redis_url)
+        await write_events(redis, events)
+        await redis.aclose()
+
+    for events, total in ((clicks, len(clicks)), (orders, len(clicks) + len(orders))):
+        asyncio.run(write(events))
+        deadline = time.monotonic() + 30
+        while chdb_client.query(count).result_rows[0][0] < total:
+            assert time.monotonic() < deadline, "the sink did not store the events in time"
+            time.sleep(0.1)
+    plan_json = chdb_client.query(
+        "SELECT variants FROM shortcore.campaigns FINAL WHERE id = %(c)s", parameters={"c": campaign}
+    ).result_rows[0][0]
+    return {"campaign": campaign, "plan": orjson.loads(plan_json), "a": a, "b": b}
+
+
+def test_each_event_carries_its_recipients_variant(
+    world: dict[str, Any], mixed: dict[str, Any], chdb_client: Client
+) -> None:
+    from shortcore.stats import click_page
+
+    campaign = mixed["campaign"]
+    stored = {
+        int(r): str(v)
+        for r, v in chdb_client.query(
+            "SELECT recipient_index, variant FROM shortcore.messages FINAL WHERE campaign_id = %(c)s",
+            parameters={"c": campaign},
+        ).result_rows
+    }
+    events = chdb_client.query(
+        "SELECT event_id, type, class, recipient_index, variant FROM shortcore.events FINAL WHERE campaign_id = %(c)s",
+        parameters={"c": campaign},
+    ).result_rows
+    assert {(kind, label) for _, kind, label, _, _ in events} == {
+        ("click", "human"), ("click", "preview"), ("click", "bot"), ("conversion", "human"),
+    }  # fmt: skip
+    for _, _, _, recipient, variant in events:
+        assert variant == (stored[recipient] if recipient >= 0 else ""), (recipient, variant)
+    assert {v for *_, v in events} == {"A", "B", ""}
+    # The clicks export names the same variant, read from the messages with the phone.
+    by_id = {str(event_id): variant for event_id, *_, variant in events}
+    page = click_page(chdb_client, campaign, None)
+    assert len(page) == len(events)
+    assert all(row["variant"] == by_id[str(row["event_id"])] for row in page)
+
+
+def test_variant_figures_from_the_events_equal_the_join(mixed: dict[str, Any], chdb_client: Client) -> None:
+    from shortcore.stats import variant_clicks, variant_figures
+
+    campaign, plan = mixed["campaign"], mixed["plan"]
+    assert variant_clicks(chdb_client, campaign, from_events=True) == variant_clicks(
+        chdb_client, campaign, from_events=False
+    )
+    from_events = variant_figures(chdb_client, campaign, plan)
+    # The same campaign as if half of its events were stored before the sink wrote the variant:
+    # the stats notice and join with the messages instead.
+    copy = "cmp_" + new_seed()[:16]
+    for table in ("messages", "events"):
+        chdb_client.command(
+            f"INSERT INTO shortcore.{table} SELECT * REPLACE ('{copy}' AS campaign_id"
+            + (", if(cityHash64(event_id) % 2 = 0, '', variant) AS variant" if table == "events" else "")
+            # A subquery: the replaced campaign_id would be the one a WHERE here compares.
+            + f") FROM (SELECT * FROM shortcore.{table} FINAL WHERE campaign_id = '{campaign}')"
+        )
+    blanks = chdb_client.query(
+        f"SELECT countIf(variant = ''), countIf(variant != '') FROM shortcore.events FINAL "
+        f"WHERE campaign_id = '{copy}' AND recipient_index >= 0"
+    ).result_rows[0]
+    assert min(blanks) > 10
+    assert variant_clicks(chdb_client, copy, from_events=True) is None
+    joined = variant_figures(chdb_client, copy, plan)
+    assert joined == from_events
+    a, b = (v for v in from_events["variants"])
+    assert (a["unique_clickers"], b["unique_clickers"]) == (5, 40)
+    assert (a["views"], b["views"], a["bot_hits"], b["bot_hits"]) == (10, 8, 3, 4)
+    assert [link["human_clicks"] for link in b["links"]] == [20, 21]
+    assert (a["conversions"], a["conversion_value"], b["conversions"], b["conversion_value"]) == (1, 20.0, 2, 10.0)
+    assert (a["messages"], b["messages"]) == (len(mixed["a"]), len(mixed["b"]))
+    assert from_events["ab_test"]["winner"] == "B" and b["vs_control"]["significant"] is True
+
+
+def test_the_docs_variant_query_reads_the_events(mixed: dict[str, Any], chdb_client: Client) -> None:
+    from shortcore.stats import variant_figures
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "analytics.md").read_text()
+    query = re.search(r"^### 15\. .+?\n\n```sql\n(.*?)```", docs, flags=re.M | re.S)
+    assert query is not None
+    rows = chdb_client.query(query.group(1), parameters={"campaign": mixed["campaign"]}).result_rows
+    figures = variant_figures(chdb_client, mixed["campaign"], mixed["plan"])["variants"]
+    expected = [(v["name"], v["messages"], v["unique_clickers"], round(v["click_through_rate"], 4)) for v in figures]
+    assert [(str(v), int(m), int(u), float(r)) for v, m, u, r in rows] == expected
 
 
 # -- the report page ---------------------------------------------------------------------------

@@ -247,12 +247,15 @@ class VariantAssigner:
 
 @final
 class VariantLinks:
-    """A variant campaign's links for the sink's sibling rule: each variant's number of links."""
+    """A variant campaign as the sink needs it: each variant's number of links (the sibling rule)
+    and name (written with each event of its recipients)."""
 
-    def __new__(cls, assigner: VariantAssigner, links: Sequence[int]) -> VariantLinks:
-        """InvalidArgumentError unless one count per variant."""
+    def __new__(cls, assigner: VariantAssigner, links: Sequence[int], names: Sequence[str]) -> VariantLinks:
+        """InvalidArgumentError unless one count and one name per variant."""
     def of(self, recipient: int) -> int:
         """The number of links of recipient ``recipient``'s message (0 for a negative index)."""
+    def variant(self, recipient: int) -> str | None:
+        """The name of recipient ``recipient``'s variant (None for a negative index)."""
 
 CLASSIFIER_HEADERS: tuple[str, ...]
 #: The ``messages`` columns in the order :class:`MessageRows` writes them.
@@ -390,9 +393,9 @@ class EventDecoder:
     def encode(
         self, batch: EventBatch, links: Mapping[str, int | VariantLinks], countries: Mapping[str, str]
     ) -> EncodedRows:
-        """Applies the sequence rules (``links``: a campaign's number of links, or its variants')
-        and encodes the rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client
-        address)."""
+        """Applies the sequence rules (``links``: a campaign's number of links, or its variants'),
+        gives each event of a variant campaign's recipient its variant's name, and encodes the
+        rows for ``INSERT INTO events FORMAT Native`` (``countries``: by client address)."""
 
 @final
 class StreamEntries:
@@ -423,7 +426,7 @@ class EventBatch:
     def dead(self) -> list[tuple[int, str]]:
         """Refused entries: (index in the input, reason)."""
     def campaigns(self) -> list[str]:
-        """Campaigns of the human clicks."""
+        """Campaigns of the events (their links and variants go to :meth:`EventDecoder.encode`)."""
     def of_kind(self, kind: str) -> list[int]:
         """Positions of the events of type ``kind``."""
     def clicks(self, ids: list[str]) -> list[int]:

@@ -18,9 +18,11 @@ Per event, nothing runs in Python: :class:`~shortcore._core.EventDecoder` (Rust,
 checks each entry (a truncated or ill-typed one goes to the dead-letter stream
 ``sc:{events}:dead`` with the reason), adds the user agent's versions and the header's country,
 applies the sequence rules and the privacy options, and writes one ``Native`` block for one
-``INSERT``. Python adds what needs ClickHouse or Python: campaigns' numbers of links, conversion
-attribution, MaxMind countries. Should ClickHouse still refuse a block, it is split in halves
-until the refused rows are found; they are dead-lettered and the rest goes in.
+``INSERT``. Python adds what needs ClickHouse or Python: campaigns' numbers of links and A/B
+variants (each event of a variant campaign's recipient carries the variant's name, so figures per
+variant need no join with ``messages``), conversion attribution, MaxMind countries. Should
+ClickHouse still refuse a block, it is split in halves until the refused rows are found; they are
+dead-lettered and the rest goes in.
 
 One sink works at a time, the holder of a lease in Redis (:mod:`shortcore.sinklease`); others
 stand by and take over when it stops or dies. New entries are read as raw bytes and split in
@@ -165,7 +167,7 @@ EVENT_COLUMNS: Final = (
     "event_id", "time", "type", "outcome", "account", "campaign_id", "domain", "token", "recipient_index",
     "link_index", "class", "reason", "edge_class", "edge_reason", "method", "ip", "user_agent", "headers",
     "browser", "browser_version", "os", "os_version", "device", "country", "click_id", "conversion_tag",
-    "event_name", "value", "currency", "order_id", "page", "revision",
+    "event_name", "value", "currency", "order_id", "page", "revision", "variant",
 )  # fmt: skip
 
 
@@ -313,7 +315,8 @@ class EventInserter:
 
     Checking, enrichment, the sequence rules and the encoding are done in Rust, without the GIL
     (:class:`~shortcore._core.EventDecoder`); Python adds what needs ClickHouse or Python: the
-    number of links of each campaign, conversion attribution, and MaxMind countries."""
+    number of links and the variants of each campaign, conversion attribution, and MaxMind
+    countries."""
 
     def __init__(self, settings: SinkSettings, attribution: Attribution | None = None) -> None:
         self.settings = settings
@@ -337,6 +340,9 @@ class EventInserter:
         conversions = batch.of_kind("conversion")
         if conversions:
             self._attribute(client, batch, conversions)
+        # The campaigns of all events, attributed conversions included: the sibling rule reads the
+        # links of human clicks' campaigns only, but every event of a variant campaign's recipient
+        # gets the variant.
         campaigns = batch.campaigns()
         unknown = [c for c in campaigns if c not in self._links]
         if unknown and client is not None:
@@ -372,9 +378,9 @@ class EventInserter:
             parameters={"ids": campaigns},
         ).result_rows
         for campaign, links, variants in found:
-            # A variant campaign's own links per variant (its `links` is the most any has).
+            # A variant campaign's own links and name per variant (its `links` is the most any has).
             self._links[campaign] = sibling_links(int(links), variants)
-        # A campaign not (yet) in the table: no sibling rule until it is.
+        # A campaign not (yet) in the table: no sibling rule and no variants until it is.
         for campaign in campaigns:
             if campaign not in self._links:
                 self._links[campaign] = 0 if len(found) == len(campaigns) else -1

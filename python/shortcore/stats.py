@@ -30,7 +30,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import orjson
 from clickhouse_connect.driver.client import Client
@@ -79,9 +79,15 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
     name, recipients, _, destinations, sent_at, variants_json = found[0]
     plan = orjson.loads(variants_json) if variants_json else None
     slot_destinations = _slot_destinations(plan) if plan else {i: {} for i in range(len(destinations))}
-    messages = client.query(
-        f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
-    ).result_rows[0][0]
+    # With variants, counted per variant in the one pass over the messages the total needs anyway.
+    sent = _sent_per_variant(client, campaign_id) if plan else None
+    messages = (
+        sum(sent.values())
+        if sent is not None
+        else client.query(
+            f"SELECT count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s", parameters=params
+        ).result_rows[0][0]
+    )
 
     events = f"{DATABASE}.events FINAL WHERE campaign_id = %(c)s"
     totals = client.query(
@@ -210,7 +216,9 @@ def campaign_stats(client: Client, campaign_id: str) -> dict[str, Any]:
             for i, by_variant in slot_destinations.items()
             for destination in [destinations[i] if i < len(destinations) else ""]
         ],
-        **variant_figures(client, campaign_id, plan, any_conversions=bool(conversions or view_through)),
+        **variant_figures(
+            client, campaign_id, plan, any_conversions=bool(conversions or view_through), sent_per_variant=sent
+        ),
         "timeline": [
             {
                 "hour": _iso(hour),
@@ -235,9 +243,9 @@ def _slot_destinations(plan: dict[str, Any]) -> dict[int, dict[str, str]]:
 
 
 def _with_variant(events: str) -> str:
-    """Events (a subquery with ``recipient_index``) with their recipient's variant. The edge does
-    not write the variant; the message row has it. Messages stream on the left, so the hash table
-    is built from the events, usually far fewer than the messages."""
+    """Events (a subquery with ``recipient_index``) with their recipient's variant from the
+    messages, for events stored before the sink wrote ``events.variant``. Messages stream on the
+    left, so the hash table is built from the events, usually far fewer than the messages."""
     return f"""
         FROM (
             SELECT toInt64(recipient_index) AS recipient_index, variant FROM {DATABASE}.messages FINAL
@@ -247,63 +255,115 @@ def _with_variant(events: str) -> str:
     """
 
 
-def variant_figures(
-    client: Client, campaign_id: str, plan: dict[str, Any] | None, any_conversions: bool = True
-) -> dict[str, Any]:
-    """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
-    the comparison with the control) and ``ab_test`` (the verdict), empty for one text. Without
-    ``any_conversions`` (the campaign has none) their join is skipped."""
-    if not plan:
-        return {"variants": [], "ab_test": None}
-    params = {"c": campaign_id}
-    messages: dict[str, int] = {
-        str(name): int(n)
-        for name, n in client.query(
-            f"SELECT variant, count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s GROUP BY variant",
-            parameters=params,
-        ).result_rows
-    }
-    clicks = _with_variant(
-        f"SELECT recipient_index, link_index, class FROM {DATABASE}.events FINAL "
-        "WHERE campaign_id = %(c)s AND type = 'click' AND recipient_index >= 0"
+#: Per variant: human clicks, unique clickers, views, bot hits (of ``e``, the events).
+_CLICK_FIGURES: Final = (
+    "countIf(e.type = 'click' AND e.class = 'human'), "
+    "uniqExactIf(e.recipient_index, e.type = 'click' AND e.class = 'human'), "
+    "uniqExactIf(e.recipient_index, e.type = 'click' AND e.class = 'preview'), "
+    "countIf(e.type = 'click' AND e.class = 'bot')"
+)
+
+#: Per variant and per variant and link in one pass.
+_BY_VARIANT_AND_LINK: Final = "GROUP BY GROUPING SETS ((variant), (variant, e.link_index))"
+
+VariantClicks = tuple[dict[str, tuple[Any, ...]], dict[tuple[str, int], tuple[Any, ...]]]
+
+
+@overload
+def variant_clicks(client: Client, campaign_id: str, *, from_events: Literal[True]) -> VariantClicks | None: ...
+@overload
+def variant_clicks(client: Client, campaign_id: str, *, from_events: Literal[False]) -> VariantClicks: ...
+def variant_clicks(client: Client, campaign_id: str, *, from_events: bool) -> VariantClicks | None:
+    """Click figures per variant and per variant and link: ``(totals, per_link)``.
+
+    ``from_events``: read each event's own ``variant`` (written by the sink since migration 4);
+    None when an event of a recipient lacks it (stored before), so the caller joins instead.
+    The check rides on the same pass: the events of recipients all count, conversions included,
+    and a recipient's event without a variant makes a group named ''. Otherwise each event gets
+    its recipient's variant by a join with the campaign's messages, which reads them all."""
+    source = (
+        f"FROM {DATABASE}.events AS e FINAL WHERE campaign_id = %(c)s AND recipient_index >= 0"
+        if from_events
+        else _with_variant(
+            f"SELECT recipient_index, link_index, type, class FROM {DATABASE}.events FINAL "
+            "WHERE campaign_id = %(c)s AND type = 'click' AND recipient_index >= 0"
+        )
     )
-    figures = "countIf(e.class = 'human'), uniqExactIf(e.recipient_index, e.class = 'human'), " + (
-        "uniqExactIf(e.recipient_index, e.class = 'preview'), countIf(e.class = 'bot')"
-    )
-    # Per variant and per variant and link in one pass: each join reads the campaign's messages.
+    variant = "e.variant" if from_events else "m.variant"
     totals: dict[str, tuple[Any, ...]] = {}
     per_link: dict[tuple[str, int], tuple[Any, ...]] = {}
     for row in client.query(
-        f"SELECT m.variant, e.link_index, grouping(e.link_index), {figures} {clicks} "
-        "GROUP BY GROUPING SETS ((m.variant), (m.variant, e.link_index))",
-        parameters=params,
+        f"SELECT {variant} AS variant, e.link_index, grouping(e.link_index), {_CLICK_FIGURES} {source} "
+        + _BY_VARIANT_AND_LINK,
+        parameters={"c": campaign_id},
     ).result_rows:
         if row[2]:  # the variant's total: link_index is not in the set
-            totals[row[0]] = row[3:]
+            totals[row[0]] = tuple(row[3:])
         else:
-            per_link[(row[0], int(row[1]))] = row[3:]
-    converted: dict[tuple[str, bool], tuple[int, float]] = (
-        {}
-        if not any_conversions
-        else {
-            (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
-            for row in client.query(
-                f"""
-            SELECT m.variant, e.view_through, count(), sum(e.value)
-            {
-                    _with_variant(
-                        "SELECT any(recipient_index) AS recipient_index, any(outcome = 'view') AS view_through, "
-                        f"any(value) AS value FROM {DATABASE}.events FINAL "
-                        "WHERE campaign_id = %(c)s AND type = 'conversion' "
-                        "GROUP BY if(order_id != '', order_id, toString(event_id))"
-                    )
-                }
-            GROUP BY m.variant, e.view_through
-            """,
-                parameters=params,
-            ).result_rows
-        }
+            per_link[(row[0], int(row[1]))] = tuple(row[3:])
+    if from_events and "" in totals:
+        return None
+    return totals, per_link
+
+
+def _variant_conversions(
+    client: Client, campaign_id: str, *, from_events: bool
+) -> dict[tuple[str, bool], tuple[int, float]]:
+    """Conversions and their value per variant and view-through or not, one per order id."""
+    once = (
+        "any(outcome = 'view') AS view_through, any(value) AS value FROM "
+        f"{DATABASE}.events FINAL WHERE campaign_id = %(c)s AND type = 'conversion' "
+        "GROUP BY if(order_id != '', order_id, toString(event_id))"
     )
+    if from_events:
+        # '' is a conversion not attributed to a recipient, which the join below drops too.
+        query = (
+            f"SELECT variant, view_through, count(), sum(value) FROM (SELECT any(variant) AS variant, {once}) "
+            "WHERE variant != '' GROUP BY variant, view_through"
+        )
+    else:
+        query = (
+            "SELECT m.variant, e.view_through, count(), sum(e.value) "
+            f"{_with_variant(f'SELECT any(recipient_index) AS recipient_index, {once}')} "
+            "GROUP BY m.variant, e.view_through"
+        )
+    return {
+        (row[0], bool(row[1])): (int(row[2]), float(row[3] or 0))
+        for row in client.query(query, parameters={"c": campaign_id}).result_rows
+    }
+
+
+def _sent_per_variant(client: Client, campaign_id: str) -> dict[str, int]:
+    return {
+        str(name): int(n)
+        for name, n in client.query(
+            f"SELECT variant, count() FROM {DATABASE}.messages FINAL WHERE campaign_id = %(c)s GROUP BY variant",
+            parameters={"c": campaign_id},
+        ).result_rows
+    }
+
+
+def variant_figures(
+    client: Client,
+    campaign_id: str,
+    plan: dict[str, Any] | None,
+    any_conversions: bool = True,
+    sent_per_variant: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """``variants`` (per variant: messages, clicks, CTR, views, bots, conversions, per link, and
+    the comparison with the control) and ``ab_test`` (the verdict), empty for one text. Without
+    ``any_conversions`` (the campaign has none) their query is skipped; ``sent_per_variant``:
+    the messages per variant, when the caller has counted them.
+
+    Messages per variant are what was sent (``messages``); the events' figures per variant come
+    from the events alone when each carries its variant (:func:`variant_clicks`)."""
+    if not plan:
+        return {"variants": [], "ab_test": None}
+    messages = _sent_per_variant(client, campaign_id) if sent_per_variant is None else sent_per_variant
+    clicks = variant_clicks(client, campaign_id, from_events=True)
+    from_events = clicks is not None
+    totals, per_link = clicks or variant_clicks(client, campaign_id, from_events=False)
+    converted = _variant_conversions(client, campaign_id, from_events=from_events) if any_conversions else {}
     names = [v["name"] for v in plan["variants"]]
     sent = [int(messages.get(name, 0)) for name in names]
     clickers = [int(totals[name][1]) if name in totals else 0 for name in names]

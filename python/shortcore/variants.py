@@ -159,9 +159,10 @@ class VariantAssigner:
 
 
 def sibling_links(links: int, described: str) -> int | _core.VariantLinks:
-    """What the sink's ``bot:sibling-burst`` rule needs of a campaign: its number of links, or for
-    a variant campaign (``described``: ``campaigns.variants``, see :func:`describe`) each
-    variant's with the split, so a recipient is judged by the links of their own message. A
+    """What the sink needs of a campaign: its number of links (the ``bot:sibling-burst`` rule),
+    or for a variant campaign (``described``: ``campaigns.variants``, see :func:`describe`) the
+    split with each variant's links, so a recipient is judged by the links of their own message,
+    and each variant's name, which every event of the recipient carries (``events.variant``). A
     description that cannot be read falls back to ``links`` (the most any variant has)."""
     if not described:
         return links
@@ -169,7 +170,9 @@ def sibling_links(links: int, described: str) -> int | _core.VariantLinks:
         plan = orjson.loads(described)
         variants = plan["variants"]
         assigner = VariantAssigner(plan["seed"], [float(v["weight"]) for v in variants])
-        return _core.VariantLinks(assigner.core, [len(v["destinations"]) for v in variants])
+        return _core.VariantLinks(
+            assigner.core, [len(v["destinations"]) for v in variants], [str(v["name"]) for v in variants]
+        )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return links
 

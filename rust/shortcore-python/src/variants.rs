@@ -50,8 +50,8 @@ impl PyVariantAssigner {
     }
 }
 
-/// A variant campaign's links for the sink's sibling rule: each variant's number of links and the
-/// assigner that says whose message is which variant's.
+/// A variant campaign as the sink needs it: the assigner that says whose message is which
+/// variant's, and each variant's number of links (the sibling rule) and name (each event's).
 #[pyclass(frozen, module = "shortcore._core", name = "VariantLinks")]
 pub struct PyVariantLinks {
     inner: CampaignLinks,
@@ -66,17 +66,28 @@ impl PyVariantLinks {
 #[pymethods]
 impl PyVariantLinks {
     #[new]
-    fn new(py: Python<'_>, assigner: PyRef<'_, PyVariantAssigner>, links: Vec<i64>) -> PyResult<Self> {
-        if links.len() != assigner.inner.len() {
+    fn new(
+        py: Python<'_>,
+        assigner: PyRef<'_, PyVariantAssigner>,
+        links: Vec<i64>,
+        names: Vec<String>,
+    ) -> PyResult<Self> {
+        let variants = assigner.inner.len();
+        if links.len() != variants || names.len() != variants {
             return Err(invalid_argument(
                 py,
-                format!("{} link count(s) for {} variant(s)", links.len(), assigner.inner.len()),
+                format!(
+                    "{} link count(s) and {} name(s) for {variants} variant(s)",
+                    links.len(),
+                    names.len()
+                ),
             ));
         }
         Ok(Self {
             inner: CampaignLinks::Variants {
                 assigner: Arc::clone(&assigner.inner),
                 links,
+                names: names.into_iter().map(Arc::from).collect(),
             },
         })
     }
@@ -84,6 +95,11 @@ impl PyVariantLinks {
     /// The number of links of recipient `recipient`'s message (0 for a negative index).
     fn of(&self, recipient: i64) -> i64 {
         self.inner.of(recipient)
+    }
+
+    /// The name of recipient `recipient`'s variant (None for a negative index).
+    fn variant(&self, recipient: i64) -> Option<&str> {
+        self.inner.variant(recipient).map(|(_, name)| &**name)
     }
 }
 

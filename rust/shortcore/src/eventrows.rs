@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -42,7 +42,7 @@ use crate::useragent::parse_user_agent;
 pub const EVENT_VERSION: i64 = 1;
 
 /// The columns of `events` that [`EncodedRows::body`] fills, in order.
-pub const EVENT_COLUMNS: [&str; 32] = [
+pub const EVENT_COLUMNS: [&str; 33] = [
     "event_id",
     "time",
     "type",
@@ -75,6 +75,7 @@ pub const EVENT_COLUMNS: [&str; 32] = [
     "order_id",
     "page",
     "revision",
+    "variant",
 ];
 
 /// What the sink adds or leaves out, the same for every batch.
@@ -453,6 +454,9 @@ pub struct Row {
     pub(crate) country: Option<String>,
     /// 0, or the sequence rule that caught it (1 = sibling burst, 2 = sweep).
     pub(crate) mark: AtomicU8,
+    /// The recipient's A/B variant, decided when the row is first encoded: a row emitted again
+    /// by a sequence rule keeps it, whatever campaigns the later batch knows.
+    variant: OnceLock<(usize, Arc<str>)>,
 }
 
 impl Row {
@@ -482,6 +486,16 @@ impl Row {
             out.push(("_country", country));
         }
         out
+    }
+
+    /// The name of the recipient's A/B variant, once encoded ("" for none).
+    pub fn variant(&self) -> &str {
+        self.variant.get().map_or("", |(_, name)| name)
+    }
+
+    /// The index of the recipient's A/B variant, once encoded.
+    pub(crate) fn variant_index(&self) -> Option<usize> {
+        self.variant.get().map(|(index, _)| *index)
     }
 
     /// The sequence rule that reclassified this event, if one did.
@@ -528,12 +542,13 @@ impl DecodedBatch {
         &self.dead
     }
 
-    /// Campaigns of the human clicks (the sibling rule needs each one's number of links).
+    /// Campaigns of the events: the sibling rule needs each one's number of links (for its
+    /// human clicks), and every event of a variant campaign gets its recipient's variant.
     pub fn campaigns(&self) -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
         let mut set = std::collections::HashSet::new();
         for row in &self.rows {
-            if let Some(campaign) = rule_campaign(row.event()) {
+            if let Some(campaign) = row.event().campaign_id.as_deref().filter(|c| !c.is_empty()) {
                 if set.insert(campaign) {
                     seen.push(campaign.to_owned());
                 }
@@ -585,11 +600,6 @@ impl DecodedBatch {
         self.rows[position] = Arc::new(row);
         Ok(())
     }
-}
-
-fn rule_campaign<'e>(event: &'e Event<'_>) -> Option<&'e str> {
-    let campaign = event.campaign_id.as_deref().filter(|c| !c.is_empty())?;
-    (event.class == "human" && event.kind == "click").then_some(campaign)
 }
 
 /// A batch's rows for `INSERT INTO events (EVENT_COLUMNS) FORMAT Native`: its events, then
@@ -673,6 +683,7 @@ impl EncodedRows {
             Column::strings(n, 0),
             Column::strings(n, 0),
             Column::fixed("UInt8", n, 1),
+            lc(),
         ];
         for (row, &mark) in rows.iter().zip(marks) {
             self.write_row(&mut columns, row, mark);
@@ -743,6 +754,7 @@ impl EncodedRows {
         next().push_str(opt(e.order_id.as_ref()));
         next().push_str(opt(e.page.as_ref()));
         next().push_fixed(&[u8::from(mark != 0)]);
+        next().push_str(row.variant());
     }
 }
 
@@ -834,6 +846,7 @@ impl EventDecoder {
             versions,
             country,
             mark: AtomicU8::new(0),
+            variant: OnceLock::new(),
         })
     }
 
@@ -865,13 +878,15 @@ impl EventDecoder {
 
     /// Applies the sequence rules to `batch` (which reclassifies some of its events, and maybe
     /// earlier ones) and gives the rows to insert. `links` gives a campaign's number of links
-    /// (unknown campaigns: no sibling rule); `countries` a country for client addresses.
+    /// (unknown campaigns: no sibling rule) and its variants (each event of a recipient of a
+    /// variant campaign gets the variant's name); `countries` a country for client addresses.
     pub fn encode(
         &mut self,
         batch: &DecodedBatch,
         links: &HashMap<String, CampaignLinks>,
         countries: HashMap<String, String>,
     ) -> EncodedRows {
+        assign_variants(&batch.rows, links);
         let again = self.rules.apply(&batch.rows, links);
         let mut rows = Vec::with_capacity(batch.rows.len() + again.len());
         rows.extend(batch.rows.iter().cloned());
@@ -884,6 +899,37 @@ impl EventDecoder {
             countries,
             truncate_ip: self.options.truncate_ip,
             store_user_agent: self.options.store_user_agent,
+        }
+    }
+}
+
+/// Gives each row of a recipient of a variant campaign its variant's name, unless it has one.
+fn assign_variants(rows: &[Arc<Row>], links: &HashMap<String, CampaignLinks>) {
+    if !links.values().any(CampaignLinks::has_variants) {
+        return;
+    }
+    // A batch comes mostly in runs of one campaign: comparing with the last one's id is cheaper
+    // than hashing it again.
+    let mut last: Option<(&str, Option<&CampaignLinks>)> = None;
+    for row in rows {
+        let event = row.event();
+        let (Some(campaign), Some(recipient)) = (event.campaign_id.as_deref(), event.recipient_index) else {
+            continue;
+        };
+        if recipient < 0 || row.variant.get().is_some() {
+            continue;
+        }
+        let found = match last {
+            Some((id, found)) if id == campaign => found,
+            _ => {
+                let found = links.get(campaign);
+                last = Some((campaign, found));
+                found
+            }
+        };
+        if let Some((index, name)) = found.and_then(|l| l.variant(recipient)) {
+            // Never refused: only this thread sets it, and only when unset.
+            let _ = row.variant.set((index, Arc::clone(name)));
         }
     }
 }
@@ -1027,9 +1073,11 @@ mod tests {
         let batch = decoder.decode(vec![(b"1-0".to_vec(), Some(event(r#","headers":{"a":"b"}"#)))]);
         let rows = decoder.encode(&batch, &HashMap::new(), HashMap::new());
         let block = rows.native(0, 1);
-        assert_eq!(&block[..2], &[32, 1]);
+        assert_eq!(&block[..2], &[33, 1]);
         assert_eq!(&block[2..11], b"\x08event_id");
-        assert!(block.ends_with(b"\x08revision\x05UInt8\x00"));
+        let has = |part: &[u8]| block.windows(part.len()).any(|w| w == part);
+        assert!(has(b"\x08revision\x05UInt8\x00"));
+        assert!(has(b"\x07variant\x16LowCardinality(String)"));
         assert!(rows.native(0, 0).len() < block.len());
     }
 

@@ -35,17 +35,21 @@ const PRUNE_EVERY_MS: i64 = 1_000;
 const MARK_SIBLING: u8 = 1;
 const MARK_SWEEP: u8 = 2;
 
-/// How many links a campaign's messages have, as the sibling rule needs it.
+/// What the sink knows of a campaign's messages: how many links they have (for the sibling rule)
+/// and, with A/B variants, which variant each recipient got (each event carries its name).
 #[derive(Debug, Clone)]
 pub enum CampaignLinks {
     /// Every message has this many (0: no sibling rule for the campaign).
     Count(i64),
-    /// A/B variants: recipient `r`'s message has `links[assigner.variant_of(r)]`.
+    /// A/B variants: recipient `r`'s message is variant `v = assigner.variant_of(r)`, named
+    /// `names[v]`, with `links[v]` links.
     Variants {
         /// The campaign's recipient → variant split.
         assigner: Arc<VariantAssigner>,
         /// Each variant's number of links.
         links: Vec<i64>,
+        /// Each variant's name; shared, so a row holds its variant's name without a copy.
+        names: Vec<Arc<str>>,
     },
 }
 
@@ -54,11 +58,37 @@ impl CampaignLinks {
     pub fn of(&self, recipient: i64) -> i64 {
         match self {
             Self::Count(n) => *n,
-            Self::Variants { assigner, links } => u64::try_from(recipient)
+            Self::Variants { assigner, links, .. } => u64::try_from(recipient)
                 .ok()
                 .and_then(|r| links.get(assigner.variant_of(r)).copied())
                 .unwrap_or(0),
         }
+    }
+
+    /// The index and name of recipient `recipient`'s variant: `None` for a campaign of one text
+    /// or a negative index (no recipient).
+    pub fn variant(&self, recipient: i64) -> Option<(usize, &Arc<str>)> {
+        match self {
+            Self::Count(_) => None,
+            Self::Variants { assigner, names, .. } => {
+                let index = assigner.variant_of(u64::try_from(recipient).ok()?);
+                names.get(index).map(|name| (index, name))
+            }
+        }
+    }
+
+    /// The number of links of the messages of variant `variant` (an index); for a campaign of
+    /// one text, of every message.
+    pub fn of_variant(&self, variant: usize) -> i64 {
+        match self {
+            Self::Count(n) => *n,
+            Self::Variants { links, .. } => links.get(variant).copied().unwrap_or(0),
+        }
+    }
+
+    /// True for a campaign with A/B variants.
+    pub fn has_variants(&self) -> bool {
+        matches!(self, Self::Variants { .. })
     }
 }
 
@@ -154,7 +184,11 @@ impl SequenceRules {
             let recipient = event.recipient_index.unwrap_or(-1);
             // With variants, the recipient's own message's links: a variant with fewer links
             // than another is judged by its own count.
-            let wanted = links.get(campaign).map_or(0, |l| l.of(recipient));
+            let wanted = links.get(campaign).map_or(0, |l| match row.variant_index() {
+                // Known since the variants were assigned: no second hash of the recipient.
+                Some(variant) => l.of_variant(variant),
+                None => l.of(recipient),
+            });
             if wanted >= 2 && recipient >= 0 {
                 let key = self.keys.hash_one((campaign, recipient));
                 let hits = recent(&mut self.messages, key, now - self.sibling_ms);
@@ -306,6 +340,7 @@ mod tests {
             CampaignLinks::Variants {
                 assigner: Arc::new(assigner),
                 links: vec![3, 2, 1],
+                names: ["A", "B", "C"].map(Arc::from).to_vec(),
             },
         )]);
         let mut decoder = EventDecoder::new(SinkOptions::default());
@@ -322,5 +357,67 @@ mod tests {
             [Some(super::SIBLING_BURST), Some(super::SIBLING_BURST), None, None]
         );
         assert_eq!(links["c1"].of(-1), 0);
+        assert_eq!(links["c1"].variant(two).map(|(v, n)| (v, &**n)), Some((1, "B")));
+        assert_eq!(links["c1"].of_variant(2), 1);
+        assert_eq!(links["c1"].variant(-1), None);
+        assert_eq!(CampaignLinks::Count(3).variant(two), None);
+    }
+
+    fn event(n: u32, campaign: &str, recipient: i64, kind: &str, class: &str, ip: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+        let raw = format!(
+            r#"{{"v":1,"event_id":"0190a6e4-7c2b-7000-8000-{n:012}","time":{},"type":"{kind}","class":"{class}",
+            "campaign_id":"{campaign}","recipient_index":{recipient},"link_index":0,"ip":"{ip}","user_agent":"UA"}}"#,
+            1_000 + i64::from(n) * 100
+        );
+        (format!("{n}-0").into_bytes(), Some(raw.into_bytes()))
+    }
+
+    #[test]
+    fn every_event_of_a_recipient_carries_the_variant_and_keeps_it_when_emitted_again() {
+        use super::CampaignLinks;
+        use crate::variants::VariantAssigner;
+        use std::sync::Arc;
+
+        let assigner = Arc::new(VariantAssigner::new(b"seed", &[1.0, 2.0]).unwrap());
+        let ab = CampaignLinks::Variants {
+            assigner: Arc::clone(&assigner),
+            links: vec![1, 1],
+            names: vec![Arc::from("A"), Arc::from("Bee")],
+        };
+        let name = |r: u64| ["A", "Bee"][assigner.variant_of(r)];
+        let links = HashMap::from([("ab".to_owned(), ab), ("one".to_owned(), 1.into())]);
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        // Every class and type gets it; no recipient, another campaign or an unknown one: none.
+        let batch = decoder.decode(vec![
+            event(1, "ab", 0, "click", "human", "203.0.113.1"),
+            event(2, "ab", 1, "click", "preview", "203.0.113.2"),
+            event(3, "ab", 2, "click", "bot", "203.0.113.3"),
+            event(4, "ab", 3, "conversion", "human", ""),
+            event(5, "ab", -1, "click", "bot", "203.0.113.5"),
+            event(6, "one", 4, "click", "human", "203.0.113.6"),
+            event(7, "unknown", 4, "click", "human", "203.0.113.7"),
+            event(8, "ab", 4, "click", "human", "203.0.113.8"),
+        ]);
+        let rows = decoder.encode(&batch, &links, HashMap::new());
+        let variants: Vec<&str> = rows.rows().iter().map(|row| row.variant()).collect();
+        assert_eq!(variants, [name(0), name(1), name(2), name(3), "", "", "", name(4)],);
+        assert!(variants.contains(&"A") && variants.contains(&"Bee"));
+
+        // One client on four recipients of "ab", then on a fifth of another campaign in the next
+        // batch, whose campaigns are all the encoder is told of: the sweep emits the four again,
+        // with their variants.
+        let mut decoder = EventDecoder::new(SinkOptions::default());
+        let first = decoder.decode(
+            (0..4)
+                .map(|r: u32| event(r + 1, "ab", i64::from(r), "click", "human", "198.51.100.9"))
+                .collect(),
+        );
+        decoder.encode(&first, &links, HashMap::new());
+        let second = decoder.decode(vec![event(5, "one", 9, "click", "human", "198.51.100.9")]);
+        let rows = decoder.encode(&second, &HashMap::from([("one".to_owned(), 1.into())]), HashMap::new());
+        assert_eq!(rows.revisions(), &[1, 1, 1, 1, 1]);
+        let again: Vec<&str> = rows.rows()[1..].iter().map(|row| row.variant()).collect();
+        assert_eq!(again, (0..4).map(name).collect::<Vec<_>>());
+        assert_eq!(rows.rows()[0].variant(), "");
     }
 }
