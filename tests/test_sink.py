@@ -28,6 +28,7 @@ from shortcore.sink import (
     DEAD_KEY,
     GROUP,
     STREAM_KEY,
+    AfterInsert,
     EventInserter,
     EventSink,
     Row,
@@ -38,6 +39,7 @@ from shortcore.sink import (
 from shortcore.sinklease import LEASE_KEY, SinkLease
 from shortcore.store import AnyRedis, EmbeddedStore, connect
 from shortcore.variants import VariantAssigner, new_seed
+from shortcore.webhooks import payload
 
 from chhttp import Gateway
 from sinkdata import ANDROID, IPHONE, bulk, click, conversion, encode, fresh_stream, write_events
@@ -57,9 +59,10 @@ async def _drain(
     settings: SinkSettings,
     timeout: float = 30,
     attribution: Attribution | None = None,
+    after_insert: AfterInsert | None = None,
 ) -> SinkStatus:
     """Runs a sink until the stream's backlog is empty."""
-    sink = EventSink(redis, analytics, settings, attribution=attribution)
+    sink = EventSink(redis, analytics, settings, attribution=attribution, after_insert=after_insert)
     stop = asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
     deadline = time.monotonic() + timeout
@@ -457,15 +460,25 @@ def test_events_of_every_kind_carry_the_recipients_variant(
         ),
     ]
     attribution = Attribution(secret)
+    delivered: list[Row] = []
+
+    async def after_insert(rows: Sequence[Row], again: Sequence[Row]) -> None:
+        delivered.extend([*rows, *again])
 
     async def go() -> None:
         redis = await fresh_stream(redis_url)
         for batch in ([first], others):
             await write_events(redis, batch)
-            await _drain(redis, analytics, SinkSettings(), attribution=attribution)
+            await _drain(redis, analytics, SinkSettings(), attribution=attribution, after_insert=after_insert)
         await redis.aclose()
 
     asyncio.run(go())
+    # Webhook receivers get the variant too.
+    assert len(delivered) == 1 + len(others)
+    for row in delivered:
+        kind = "conversion" if row.event["type"] == "conversion" else "click"
+        body = payload(row.event, row.extra, kind, None, None)
+        assert body["variant"] == (names.get(row.event["recipient_index"]) or None), row.event
     rows = _rows(chdb_client, campaign)
     assert len(rows) == 1 + len(others)
     assert {(r["type"], r["class"]) for r in rows} == {("click", "human"), ("click", "preview"), ("click", "bot"),

@@ -421,6 +421,8 @@ def payload(
         "type": kind,
         "time": _iso(int(event["time"])),
         "campaign_id": event.get("campaign_id") or None,
+        # The recipient's A/B variant, as the sink gave it (None for a campaign of one text).
+        "variant": extra.get("_variant") or None,
         "link": {"index": event.get("link_index", -1), "url": link_url} if event.get("link_index", -1) >= 0 else None,
         "recipient": (
             {"index": event.get("recipient_index"), "phone": phone or None, "id": recipient_id or None}

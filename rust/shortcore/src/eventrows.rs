@@ -470,8 +470,8 @@ impl Row {
         self.parsed.borrow_dependent()
     }
 
-    /// What the sink added to the event (`_browser_version`, `_os_version`, `_country`), as the
-    /// webhook payload names it.
+    /// What the sink added to the event (`_browser_version`, `_os_version`, `_country`,
+    /// `_variant`), as the webhook payload names it.
     pub fn added(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
         if let Some(versions) = self.versions.as_deref() {
@@ -484,6 +484,10 @@ impl Row {
         }
         if let Some(country) = self.country.as_deref() {
             out.push(("_country", country));
+        }
+        let variant = self.variant();
+        if !variant.is_empty() {
+            out.push(("_variant", variant));
         }
         out
     }
