@@ -226,6 +226,11 @@ def _query_error(error: Exception) -> QueryError:
     return QueryError(int(found.group(1)), text[found.end() :])
 
 
+#: Queries matching ``CHHTTP_DROP`` (a regular expression, from :class:`Gateway`'s ``drop``) get
+#: their connection closed with no answer, as from a server going away mid-command.
+DROP: Final = re.compile(os.environ["CHHTTP_DROP"].encode()) if os.environ.get("CHHTTP_DROP") else None
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as clickhouse-connect's pool expects
     engine: Engine
@@ -273,6 +278,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise QueryError(1, "DB::Exception: the test gateway does not read decompress=1 bodies. (UNSUPPORTED)")
             body = _decompress(body, self.headers.get("Content-Encoding", ""))
             text = (params["query"].encode() + b"\n" + body) if "query" in params else body
+            if DROP is not None and DROP.search(text):
+                # A server gone in the middle of a command: the connection closes with no answer.
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             if not text.strip():
                 raise QueryError(62, "DB::Exception: Empty query. (SYNTAX_ERROR)")
             settings = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
@@ -380,8 +390,9 @@ class Gateway:
     """The gateway as a child process on a fixed port, so it can be stopped and started again
     (an outage) at the same URL, with the same data directory."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, drop: str | None = None) -> None:
         self.data_dir = data_dir
+        self.drop = drop  # see DROP
         self.port = port or free_port()
         self.url = f"http://default:@127.0.0.1:{self.port}/"
         self._process: subprocess.Popen[str] | None = None
@@ -393,6 +404,7 @@ class Gateway:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, "CHHTTP_DROP": self.drop or ""},
         )
         assert self._process.stdout is not None
         # The first line is ``ready PORT``; a process that exits before it failed to start.

@@ -434,3 +434,28 @@ def test_serve_on_a_clickhouse_server_through_an_outage(tmp_path: Path, gateway:
     assert not (data_dir / "clickhouse").exists()  # the store is the server's: no chDB directory
     leftovers = subprocess.run(["pgrep", "-f", str(data_dir)], capture_output=True, text=True).stdout
     assert leftovers.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "dropped"),
+    [
+        (["stats", "cmp_gone0000000000"], r"FROM shortcore\.campaigns"),
+        (["sql", "SELECT count() FROM shortcore.events"], r"FROM shortcore\.events"),
+    ],
+)
+def test_the_cli_says_so_when_the_server_goes_away_mid_command(
+    tmp_path: Path, command: list[str], dropped: str
+) -> None:
+    """The store opens, then the server drops the command's query with no answer: one line saying
+    the store is unreachable and exit 1, not a traceback."""
+    gateway = Gateway(tmp_path / "clickhouse-http", drop=dropped)
+    gateway.start()
+    try:
+        migrate(connect(gateway.url))
+        cli = [sys.executable, "-m", "shortcore", *command, "--clickhouse-url", gateway.url]
+        done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    finally:
+        gateway.stop()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"shortcore {command[0]}: the analytics store is unreachable ("), done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr

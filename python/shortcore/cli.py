@@ -195,6 +195,7 @@ class _CliError(Exception):
 
 def _stats(args: argparse.Namespace) -> int:
     import orjson
+    from clickhouse_connect.driver.exceptions import OperationalError
 
     from shortcore.client import Api, ClientError, campaign_stats
     from shortcore.stats import CampaignNotFound, stats_lines
@@ -215,11 +216,18 @@ def _stats(args: argparse.Namespace) -> int:
     except CampaignNotFound:
         print(f"shortcore stats: no campaign {args.campaign_id}", file=sys.stderr)
         return 1
+    except OperationalError as error:  # the server went out of reach after the store was opened
+        print(f"shortcore stats: {_unreachable(error)}", file=sys.stderr)
+        return 1
     if args.json:
         print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
     else:
         sys.stdout.write(stats_lines(stats))
     return 0
+
+
+def _unreachable(error: Exception) -> str:
+    return f"the analytics store is unreachable ({str(error).splitlines()[0][:200]})"
 
 
 def _sql(args: argparse.Namespace) -> int:
@@ -242,7 +250,7 @@ def _sql(args: argparse.Namespace) -> int:
         print(f"shortcore sql: {error}", file=sys.stderr)
         return 1
     except OperationalError as error:  # the server went out of reach after the store was opened
-        print(f"shortcore sql: the analytics store is unreachable ({str(error)[:200]})", file=sys.stderr)
+        print(f"shortcore sql: {_unreachable(error)}", file=sys.stderr)
         return 1
     try:
         sys.stdout.write(text)
