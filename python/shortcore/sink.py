@@ -716,38 +716,39 @@ class EventSink:
 
     async def _gather(self, stop: asyncio.Event) -> Entries:
         """A batch of new entries: waits up to a second for the first, then up to ``batch_wait``
-        more for the batch to fill."""
+        more for the batch to fill. Read raw into :class:`StreamEntries` on the sink's own
+        connection, or through redis-py on a cluster (no single connection to reuse)."""
+        entries: StreamEntries | list[Any]
+        more: Callable[[bytes, int, int], Awaitable[int]]
+        last: Callable[[], bytes]
         if self._stream is not None:
-            return await self._gather_raw(self._stream, stop)
-        size = self.settings.batch_size
-        entries = await self._read(self._cursor, size, 1000, new=True)
-        if not entries:
-            return entries
-        deadline = time.monotonic() + self.settings.batch_wait
-        while len(entries) < size and not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            more = await self._read(_str(entries[-1][0]), size - len(entries), max(1, int(left * 1000)), new=True)
-            if not more:
-                break
-            entries += more
-        self._cursor = _str(entries[-1][0])
-        return entries
+            reader, raw = self._stream, StreamEntries()
 
-    async def _gather_raw(self, reader: StreamReader, stop: asyncio.Event) -> StreamEntries:
+            async def more(after: bytes, count: int, block_ms: int) -> int:
+                return await reader.read(raw, after, count, block_ms)
+
+            entries, last = raw, lambda: raw.id(-1)
+        else:
+            listed: list[Any] = []
+
+            async def more(after: bytes, count: int, block_ms: int) -> int:
+                got = await self._read(_str(after), count, block_ms, new=True)
+                listed.extend(got)
+                return len(got)
+
+            entries, last = listed, lambda: _bytes(listed[-1][0])
+
         size = self.settings.batch_size
-        entries = StreamEntries()
-        if not await reader.read(entries, self._cursor.encode(), size, 1000):
+        if not await more(self._cursor.encode(), size, 1000):
             return entries
         deadline = time.monotonic() + self.settings.batch_wait
         while len(entries) < size and not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if not await reader.read(entries, entries.id(-1), size - len(entries), max(1, int(left * 1000))):
+            if not await more(last(), size - len(entries), max(1, int(left * 1000))):
                 break
-        self._cursor = entries.id(-1).decode()
+        self._cursor = last().decode()
         return entries
 
     async def _advance(self, last_id: bytes, count: int) -> None:
