@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import require_release_build
+from common import require_release_build, wait_until_answering
 
 TEXT = "Hi! Spring sale, 20% off: https://shop.example/spring?id=1 - stores: www.shop.example/stores"
 
@@ -75,15 +75,7 @@ def _one_run(rows: int, redis_url: str, workdir: Path) -> tuple[float, float, fl
         key = accounts.new_api_key(redis_url, "bench", default_region="DE")
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=600, headers={"Authorization": f"Bearer {key}"}) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.get("/openapi.json")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            wait_until_answering(client, server)
             body = _csv(rows)
             idle_rss = _peak_rss_mb(server.pid)
             started = time.perf_counter()

@@ -54,7 +54,7 @@ sys.path.insert(0, str(HERE))
 from bench_campaign import _csv  # noqa: E402
 from bench_edge import LOAD_CPU, SECRET, UA, _free_port, _server, _stop, _wrk, _wrk_script  # noqa: E402
 
-from common import rate, require_release_build  # noqa: E402
+from common import rate, require_release_build, wait_until_answering  # noqa: E402
 
 RECIPIENTS = 10_000
 TEXT_A = "Sale: https://shop.example/a?x=1"
@@ -246,15 +246,7 @@ def _create_rates(redis_url: str, workdir: Path, rows: int) -> tuple[float, floa
         with httpx.Client(
             base_url=f"http://127.0.0.1:{port}", timeout=600, headers={"Authorization": f"Bearer {key}"}
         ) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.get("/openapi.json")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise
-                    time.sleep(0.1)
+            wait_until_answering(client, server)
             # The first creation warms the server (imports, chDB tables) and is not counted.
             for run, name in enumerate(("plain", "plain", "ab", "ab", "plain")):
                 started = time.perf_counter()

@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine record, the release-build check, a timer."""
+"""What every benchmark shares: the machine record, the release-build check, a timer, waiting for
+a server to answer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +69,19 @@ def rate(work: Callable[[], object], items: int, min_seconds: float = 0.5, repea
                 break
         best = max(best, calls * items / elapsed)
     return best
+
+
+def wait_until_answering(client: Any, server: subprocess.Popen[Any], seconds: float = 60) -> None:
+    """Waits until the control API in ``server`` answers ``client`` (an httpx client on its URL);
+    raises if it exits or ``seconds`` pass first."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.get("/openapi.json")
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.1)
