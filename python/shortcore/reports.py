@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any, Final
 
+from shortcore.significance import comparison_cells
+
 DEFAULT_TTL: Final = 7 * 86_400
 MAX_TTL: Final = 90 * 86_400
 MIN_TTL: Final = 60
@@ -180,13 +182,12 @@ def _variants_section(stats: dict[str, Any]) -> str:
         if vs is None:
             comparison = ["control", "", "", ""]
         else:
-            low, high = vs["ci95"]
-            p = vs["p_value_adjusted"]
+            difference, interval, p, significant = comparison_cells(vs)
             comparison = [
-                escape(f"{vs['ctr_difference'] * 100:+.2f} pts"),
-                escape(f"{low * 100:+.2f} to {high * 100:+.2f}"),
-                "-" if p is None else escape(f"{p:.3g}"),
-                '<span class="yes">yes</span>' if vs["significant"] else '<span class="no">no</span>',
+                escape(f"{difference} pts"),
+                escape(interval),
+                escape(p),
+                '<span class="yes">yes</span>' if significant else '<span class="no">no</span>',
             ]
         rows.append(
             [

@@ -135,3 +135,17 @@ def verdict(names: Sequence[str], clickers: Sequence[int], messages: Sequence[in
         "text": text,
         "comparisons": {name: c.to_json() for name, c in results.items()},
     }
+
+
+def comparison_cells(vs: dict[str, Any]) -> tuple[str, str, str, bool]:
+    """A variant's comparison with the control (``vs_control`` of the stats) as a table shows
+    it: the CTR difference and its 95% interval in percentage points, the adjusted p-value, and
+    whether it is significant."""
+    low, high = vs["ci95"]
+    p = vs["p_value_adjusted"]
+    return (
+        f"{vs['ctr_difference'] * 100:+.2f}",
+        f"{low * 100:+.2f} to {high * 100:+.2f}",
+        "-" if p is None else f"{p:.3g}",
+        bool(vs["significant"]),
+    )

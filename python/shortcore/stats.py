@@ -37,7 +37,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from shortcore.analytics import DATABASE, connect
-from shortcore.significance import verdict
+from shortcore.significance import comparison_cells, verdict
 
 CLICKS_PAGE: Final = 50_000
 SQL_MAX_ROWS: Final = 100_000
@@ -609,14 +609,8 @@ def _variant_table(stats: dict[str, Any]) -> str:
         if vs is None:
             comparison = ["", "", "", ""]
         else:
-            low, high = vs["ci95"]
-            p = vs["p_value_adjusted"]
-            comparison = [
-                f"{vs['ctr_difference'] * 100:+.2f}",
-                f"{low * 100:+.2f} to {high * 100:+.2f}",
-                "-" if p is None else f"{p:.3g}",
-                "yes" if vs["significant"] else "no",
-            ]
+            difference, interval, p, significant = comparison_cells(vs)
+            comparison = [difference, interval, p, "yes" if significant else "no"]
         rows.append(
             [name, f"{v['weight']:g}", v["messages"], v["human_clicks"], v["unique_clickers"],
              f"{v['click_through_rate']:.2%}", v["views"], v["bot_hits"], v["conversions"], *comparison]
