@@ -280,7 +280,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _rows("A stream of rows"),
-                        **_errors(400, 401, 404),
+                        **_errors(400, 401, 404, 503),
                     },
                 }
             },
@@ -520,7 +520,7 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _rows("A stream of rows, oldest first"),
-                    **_errors(400, 401, 404),
+                    **_errors(400, 401, 404, 503),
                 },
             }
         },
@@ -553,7 +553,7 @@ def _analytics_paths(auth: list[dict[str, list[str]]]) -> dict[str, Any]:
                             },
                         }
                     ),
-                    **_errors(400, 401, 403, 422),
+                    **_errors(400, 401, 403, 422, 503),
                 },
             }
         },
