@@ -306,6 +306,9 @@ def test_phone_hash_lookup_is_indexed(world: World) -> None:
     )  # fmt: skip
     wanted = {"a": account, "h": phone_hash("+4916000031337")}
     assert world.client.query(PHONE_BY_HASH_SQL, parameters=wanted).result_rows == [("+4916000031337",)]
+    # One part: the store is shared with other tests, and each part of theirs whose key range
+    # spans this account adds a granule of its own to the plan, however good the index.
+    world.client.command(f"OPTIMIZE TABLE {DATABASE}.messages_by_phone FINAL")
     chosen, total = _granules(world.client, PHONE_BY_HASH_SQL, wanted)
     # The same question of the messages table (ordered by campaign) reads every granule.
     scan = f"SELECT phone FROM {DATABASE}.messages WHERE account = %(a)s AND lower(hex(SHA256(phone))) = %(h)s"
